@@ -1,0 +1,390 @@
+package openairelay
+
+import (
+	"net/http"
+	"net/url"
+	"strconv"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/headers"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+	"github.com/dustin/go-humanize"
+)
+
+func init() {
+	httpcaddyfile.RegisterHandlerDirective("openai_relay", parseCaddyfile)
+	// The relay is a terminal proxy handler like reverse_proxy, so it takes
+	// the same place in the directive order; users need no `order` option.
+	httpcaddyfile.RegisterDirectiveOrder("openai_relay", httpcaddyfile.Before, "reverse_proxy")
+}
+
+func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	rl := new(Relay)
+	err := rl.UnmarshalCaddyfile(h.Dispenser)
+	return rl, err
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
+//
+//	openai_relay [<matcher>] {
+//		client <name> {
+//			key       <secret...>      # repeatable; write {env.X} or {file./path}
+//			models    <pattern...>     # allowed models (globs); default any
+//			upstreams <name...>        # allowed upstreams; default all
+//		}
+//		client_auth none               # explicit opt-out of client keys
+//
+//		upstream <name> {
+//			url         <base url>     # such as https://api.openai.com/v1
+//			weight      <n>            # default 1
+//			priority    <n>            # fallback tier, 0 first; default 0
+//			models      <pattern...>   # models it serves; default any
+//			model_alias <client_model> <upstream_model>
+//			auth        bearer|api-key # default bearer
+//			header_up   [+|-]<field> [<value|regexp> [<replacement>]]
+//			transport   http { ... }   # exactly as in reverse_proxy
+//			key <secret> [{
+//				name   <id>
+//				weight <n>
+//			}]
+//			keys_file <path>           # lines of `<secret> [weight=N] [name=X]`
+//		}
+//
+//		retries       <n>              # default 2
+//		max_body_size <size>           # default 32MiB
+//		cooldown      <duration>       # default 10s
+//	}
+//
+// The short form `upstream <name> <url> { ... }` gives the URL on the
+// upstream line, and `upstream openai { key ... }` with no url means
+// https://api.openai.com/v1.
+func (rl *Relay) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // the directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "client":
+			c, err := parseClient(d)
+			if err != nil {
+				return err
+			}
+			rl.Clients = append(rl.Clients, c)
+
+		case "client_auth":
+			var mode string
+			if !d.Args(&mode) || d.NextArg() {
+				return d.ArgErr()
+			}
+			if mode != "none" {
+				return d.Errf("client_auth: the only value is 'none' (clients authenticate with their keys unless it is said), got %q", mode)
+			}
+			rl.ClientAuth = mode
+
+		case "upstream":
+			u, err := parseUpstream(d)
+			if err != nil {
+				return err
+			}
+			rl.Upstreams = append(rl.Upstreams, u)
+
+		case "retries":
+			if rl.Retries != nil {
+				return d.Err("retries already specified")
+			}
+			n, err := parseIntArg(d, 0)
+			if err != nil {
+				return err
+			}
+			rl.Retries = &n
+
+		case "max_body_size":
+			if rl.MaxBodySize != 0 {
+				return d.Err("max_body_size already specified")
+			}
+			n, err := parseSizeArg(d)
+			if err != nil {
+				return err
+			}
+			rl.MaxBodySize = n
+
+		case "cooldown":
+			if rl.Cooldown != 0 {
+				return d.Err("cooldown already specified")
+			}
+			dur, err := parseDurationArg(d)
+			if err != nil {
+				return err
+			}
+			rl.Cooldown = dur
+
+		default:
+			return d.Errf("unrecognized openai_relay option '%s'", d.Val())
+		}
+	}
+	return nil
+}
+
+func parseClient(d *caddyfile.Dispenser) (*Client, error) {
+	c := new(Client)
+	if !d.Args(&c.Name) {
+		return nil, d.Err("client needs a name: client <name> { key <secret> }")
+	}
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "key":
+			keys := d.RemainingArgs()
+			if len(keys) == 0 {
+				return nil, d.ArgErr()
+			}
+			c.Keys = append(c.Keys, keys...)
+		case "models":
+			c.Models = append(c.Models, d.RemainingArgs()...)
+			if len(c.Models) == 0 {
+				return nil, d.ArgErr()
+			}
+		case "upstreams":
+			c.Upstreams = append(c.Upstreams, d.RemainingArgs()...)
+			if len(c.Upstreams) == 0 {
+				return nil, d.ArgErr()
+			}
+		default:
+			return nil, d.Errf("unrecognized client option '%s'", d.Val())
+		}
+	}
+	if len(c.Keys) == 0 {
+		return nil, d.Errf("client %s has no key: add `key <secret>` (such as {env.RELAY_KEY})", c.Name)
+	}
+	return c, nil
+}
+
+// defaultUpstreamURL is used when an upstream block names no url.
+const defaultUpstreamURL = "https://api.openai.com/v1"
+
+func parseUpstream(d *caddyfile.Dispenser) (*Upstream, error) {
+	u := new(Upstream)
+	if !d.Args(&u.Name) {
+		return nil, d.Err("upstream needs a name: upstream <name> { url <url> key <secret> }")
+	}
+	if d.NextArg() {
+		u.URL = d.Val()
+	}
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	var transport http.RoundTripper
+	transportName := ""
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "url":
+			if u.URL != "" {
+				return nil, d.Err("url already specified")
+			}
+			if !d.Args(&u.URL) || d.NextArg() {
+				return nil, d.ArgErr()
+			}
+		case "weight":
+			n, err := parseIntArg(d, 1)
+			if err != nil {
+				return nil, err
+			}
+			u.Weight = n
+		case "priority":
+			n, err := parseIntArg(d, 0)
+			if err != nil {
+				return nil, err
+			}
+			u.Priority = n
+		case "models":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return nil, d.ArgErr()
+			}
+			u.Models = append(u.Models, args...)
+		case "model_alias":
+			var from, to string
+			if !d.Args(&from, &to) || d.NextArg() {
+				return nil, d.Err("model_alias takes two arguments: <client_model> <upstream_model>")
+			}
+			if u.ModelAliases == nil {
+				u.ModelAliases = make(map[string]string)
+			}
+			if _, dup := u.ModelAliases[from]; dup {
+				return nil, d.Errf("model_alias for %q already specified", from)
+			}
+			u.ModelAliases[from] = to
+		case "auth":
+			if !d.Args(&u.Auth) || d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			if u.Auth != authBearer && u.Auth != authAPIKey {
+				return nil, d.Errf("auth must be '%s' or '%s', got %q", authBearer, authAPIKey, u.Auth)
+			}
+		case "header_up":
+			if u.HeaderUp == nil {
+				u.HeaderUp = new(headers.HeaderOps)
+			}
+			if err := parseHeaderOp(d, u.HeaderUp); err != nil {
+				return nil, err
+			}
+		case "transport":
+			if transport != nil {
+				return nil, d.Err("transport already specified")
+			}
+			if !d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			transportName = d.Val()
+			modID := "http.reverse_proxy.transport." + transportName
+			unm, err := caddyfile.UnmarshalModule(d, modID)
+			if err != nil {
+				return nil, err
+			}
+			rt, ok := unm.(http.RoundTripper)
+			if !ok {
+				return nil, d.Errf("module %s (%T) is not a RoundTripper", modID, unm)
+			}
+			transport = rt
+		case "key":
+			k, err := parseKey(d)
+			if err != nil {
+				return nil, err
+			}
+			u.Keys = append(u.Keys, k)
+		case "keys_file":
+			if u.KeysFile != "" {
+				return nil, d.Err("keys_file already specified")
+			}
+			if !d.Args(&u.KeysFile) || d.NextArg() {
+				return nil, d.ArgErr()
+			}
+		default:
+			return nil, d.Errf("unrecognized upstream option '%s'", d.Val())
+		}
+	}
+	if u.URL == "" {
+		u.URL = defaultUpstreamURL
+	}
+	if len(u.Keys) == 0 && u.KeysFile == "" {
+		return nil, d.Errf("upstream %s has no key: add `key <secret>` (such as {env.OPENAI_API_KEY}) or keys_file", u.Name)
+	}
+	// As reverse_proxy does: an https upstream switches TLS on in the
+	// transport so that its tls_* options take effect.
+	if parsed, err := url.Parse(u.URL); err == nil && parsed.Scheme == "https" {
+		if transport == nil {
+			transportName = "http"
+			transport = new(reverseproxy.HTTPTransport)
+		}
+		if tt, ok := transport.(reverseproxy.TLSTransport); ok && !tt.TLSEnabled() {
+			if err := tt.EnableTLS(new(reverseproxy.TLSConfig)); err != nil {
+				return nil, d.Errf("upstream %s: enabling TLS: %v", u.Name, err)
+			}
+		}
+	}
+	if transport != nil {
+		u.TransportRaw = caddyconfig.JSONModuleObject(transport, "protocol", transportName, nil)
+	}
+	return u, nil
+}
+
+func parseKey(d *caddyfile.Dispenser) (*Key, error) {
+	k := new(Key)
+	if !d.Args(&k.Key) {
+		return nil, d.Err("key needs a secret: key <secret>, such as {env.OPENAI_API_KEY}")
+	}
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "name":
+			if !d.Args(&k.Name) || d.NextArg() {
+				return nil, d.ArgErr()
+			}
+		case "weight":
+			n, err := parseIntArg(d, 1)
+			if err != nil {
+				return nil, err
+			}
+			k.Weight = n
+		default:
+			return nil, d.Errf("unrecognized key option '%s'", d.Val())
+		}
+	}
+	return k, nil
+}
+
+// parseHeaderOp reads `[+|-]<field> [<value|regexp> [<replacement>]]` as
+// reverse_proxy's header_up does.
+func parseHeaderOp(d *caddyfile.Dispenser, ops *headers.HeaderOps) error {
+	args := d.RemainingArgs()
+	var err error
+	switch len(args) {
+	case 1:
+		err = headers.CaddyfileHeaderOp(ops, args[0], "", nil)
+	case 2:
+		err = headers.CaddyfileHeaderOp(ops, args[0], args[1], nil)
+	case 3:
+		err = headers.CaddyfileHeaderOp(ops, args[0], args[1], &args[2])
+	default:
+		return d.ArgErr()
+	}
+	if err != nil {
+		return d.Err(err.Error())
+	}
+	return nil
+}
+
+// parseIntArg reads the one integer argument of the current option, which
+// must be at least minimum.
+func parseIntArg(d *caddyfile.Dispenser, minimum int) (int, error) {
+	option := d.Val()
+	var s string
+	if !d.Args(&s) || d.NextArg() {
+		return 0, d.Errf("%s takes one argument: an integer", option)
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return 0, d.Errf("%s: %q is not an integer", option, s)
+	}
+	if n < minimum {
+		return 0, d.Errf("%s must be at least %d, got %d", option, minimum, n)
+	}
+	return n, nil
+}
+
+// parseSizeArg reads a byte size such as 32MiB or 10MB.
+func parseSizeArg(d *caddyfile.Dispenser) (int64, error) {
+	option := d.Val()
+	var s string
+	if !d.Args(&s) || d.NextArg() {
+		return 0, d.Errf("%s takes one argument: a size such as 32MiB", option)
+	}
+	n, err := humanize.ParseBytes(s)
+	if err != nil || n == 0 || n > 1<<40 {
+		return 0, d.Errf("%s: %q is not a size such as 32MiB", option, s)
+	}
+	return int64(n), nil
+}
+
+// parseDurationArg reads a duration such as 10s or 1m30s.
+func parseDurationArg(d *caddyfile.Dispenser) (caddy.Duration, error) {
+	option := d.Val()
+	var s string
+	if !d.Args(&s) || d.NextArg() {
+		return 0, d.Errf("%s takes one argument: a duration such as 10s", option)
+	}
+	dur, err := caddy.ParseDuration(s)
+	if err != nil || dur <= 0 {
+		return 0, d.Errf("%s: %q is not a positive duration such as 10s", option, s)
+	}
+	return caddy.Duration(dur), nil
+}

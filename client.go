@@ -1,0 +1,94 @@
+package openairelay
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"net/http"
+	"path"
+	"strings"
+)
+
+// Client is a caller of the relay, identified by one of its keys.
+type Client struct {
+	// Name identifies the client in logs, metrics, placeholders and the
+	// admin API. Required and unique.
+	Name string `json:"name"`
+
+	// Keys are the client's secrets, sent by the client as
+	// `Authorization: Bearer <key>` or `api-key: <key>`. Write them as
+	// runtime placeholders ({env.X} or {file./path}) to keep them out of the
+	// saved config. At least one is required.
+	Keys []string `json:"keys"`
+
+	// Models lists the models the client may use, as glob patterns.
+	// Default: any.
+	Models []string `json:"models,omitempty"`
+
+	// Upstreams lists the upstreams, by name, the client may use.
+	// Default: all.
+	Upstreams []string `json:"upstreams,omitempty"`
+
+	allowed upstreamSet // resolved from Upstreams
+}
+
+// upstreamSet is a set of upstream indexes.
+type upstreamSet []bool
+
+// anonymousClient is the client of every request when client_auth is none.
+var anonymousClient = &Client{Name: "anonymous"}
+
+// clientTable finds clients by key. Keys are held only as SHA-256 hashes and
+// looked up by the hash of the presented key. The map's key comparison is not
+// constant-time, but what it could leak through timing is how many leading
+// bytes of two SHA-256 digests agree, which tells an attacker nothing about a
+// secret (finding a key with a chosen digest prefix is a preimage search).
+type clientTable struct {
+	byHash map[[sha256.Size]byte]*Client
+}
+
+func (t *clientTable) add(secret string, c *Client) error {
+	if secret == "" {
+		return fmt.Errorf("client %s: empty key (is its environment variable or file set?)", c.Name)
+	}
+	h := sha256.Sum256([]byte(secret))
+	if other, dup := t.byHash[h]; dup {
+		return fmt.Errorf("client %s: a key is also used by client %s", c.Name, other.Name)
+	}
+	t.byHash[h] = c
+	return nil
+}
+
+func (t *clientTable) lookup(secret string) *Client {
+	return t.byHash[sha256.Sum256([]byte(secret))]
+}
+
+// clientSecret extracts the key a client presented, from
+// `Authorization: Bearer <key>` or from `api-key: <key>`.
+func clientSecret(h http.Header) string {
+	if auth := h.Get("Authorization"); auth != "" {
+		scheme, token, ok := strings.Cut(auth, " ")
+		if ok && strings.EqualFold(scheme, "Bearer") {
+			return strings.TrimSpace(token)
+		}
+	}
+	return strings.TrimSpace(h.Get("Api-Key"))
+}
+
+// allowsModel reports whether the client may use model. Requests without a
+// model (listing models, files, batches) are allowed.
+func (c *Client) allowsModel(model string) bool {
+	if len(c.Models) == 0 || model == "" {
+		return true
+	}
+	for _, p := range c.Models {
+		if ok, _ := path.Match(p, model); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// allowsUpstream reports whether the client may use the upstream at index i.
+func (c *Client) allowsUpstream(i int) bool {
+	return c.allowed == nil || (i < len(c.allowed) && c.allowed[i])
+}

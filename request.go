@@ -1,0 +1,351 @@
+package openairelay
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"mime"
+	"mime/multipart"
+	"net/http"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+)
+
+// apiRequest is what the relay needs to know of a client request. The body is
+// kept as bytes and replayed on each attempt.
+type apiRequest struct {
+	// endpoint is the API path after /v1, without a leading slash, such as
+	// "chat/completions" or "files/file-abc/content".
+	endpoint string
+	body     []byte
+	kind     bodyKind
+
+	model    string
+	stream   bool
+	maxOut   int64 // max_tokens, max_completion_tokens or max_output_tokens; 0 if absent
+	boundary string
+	// fixContentType is set when a JSON body came with another content type.
+	fixContentType bool
+
+	// modelSpan is the byte range of the model's JSON value in body, so an
+	// alias can be spliced in without re-encoding the body.
+	modelSpan [2]int
+}
+
+type bodyKind uint8
+
+const (
+	bodyNone bodyKind = iota
+	bodyJSON
+	bodyMultipart
+	bodyOther
+)
+
+// jsonEndpoints take only JSON bodies: a body of another type sent to them is
+// a client error, found before anything is sent upstream.
+var jsonEndpoints = map[string]bool{
+	"chat/completions":   true,
+	"completions":        true,
+	"embeddings":         true,
+	"responses":          true,
+	"moderations":        true,
+	"images/generations": true,
+	"audio/speech":       true,
+	"batches":            true,
+}
+
+// apiEndpoint maps the client's path to the API path below the upstream's
+// base URL. A leading /v1 is the version segment every OpenAI client adds and
+// is removed (the upstream URL carries its own); other paths are taken as
+// they are, for a relay mounted below a prefix with handle_path. Dot segments
+// are refused outright rather than cleaned: a client never needs them, and
+// cleaning could move a request to an endpoint it did not name.
+func apiEndpoint(p string) (string, bool) {
+	switch {
+	case p == "/v1" || p == "/v1/":
+		p = ""
+	case strings.HasPrefix(p, "/v1/"):
+		p = p[len("/v1/"):]
+	default:
+		p = strings.TrimPrefix(p, "/")
+	}
+	if p == "" {
+		return "", false
+	}
+	for seg := range strings.SplitSeq(p, "/") {
+		if seg == "." || seg == ".." || strings.ContainsAny(seg, "\\\x00") {
+			return "", false
+		}
+	}
+	return p, true
+}
+
+// parseBody checks the body and extracts the fields the relay routes and
+// accounts by. It returns a client error for a body the API would refuse.
+func (ar *apiRequest) parseBody(method string, h http.Header) *apiError {
+	ar.modelSpan = [2]int{-1, -1}
+	if len(ar.body) == 0 && method != http.MethodPost {
+		ar.kind = bodyNone
+		return nil
+	}
+	mediaType := ""
+	var params map[string]string
+	if ct := h.Get("Content-Type"); ct != "" {
+		var err error
+		mediaType, params, err = mime.ParseMediaType(ct)
+		if err != nil {
+			return errBadRequest("The Content-Type header is malformed: "+err.Error()+".", "")
+		}
+	}
+	switch {
+	case mediaType == "application/json" || strings.HasSuffix(mediaType, "+json") ||
+		(mediaType == "" && len(ar.body) > 0):
+		ar.kind = bodyJSON
+		return ar.parseJSON()
+	case mediaType == "multipart/form-data":
+		ar.kind = bodyMultipart
+		ar.boundary = params["boundary"]
+		return ar.parseMultipart()
+	case jsonEndpoints[ar.endpoint]:
+		// A JSON endpoint called with another type, as `curl -d` does
+		// (form-urlencoded): the body is read as JSON all the same and sent on
+		// as application/json; if it is not JSON, the client learns so.
+		ar.kind = bodyJSON
+		ar.fixContentType = true
+		return ar.parseJSON()
+	case len(ar.body) == 0:
+		ar.kind = bodyNone
+		return nil
+	default:
+		ar.kind = bodyOther
+		return nil
+	}
+}
+
+func (ar *apiRequest) parseJSON() *apiError {
+	if len(ar.body) == 0 {
+		return errBadRequest("The request body is empty: this endpoint takes a JSON object.", "")
+	}
+	if !utf8.Valid(ar.body) {
+		return errBadRequest("We could not parse the JSON body of your request: it is not valid UTF-8.", "")
+	}
+	// json.Valid checks the syntax in full (and a nesting limit) without
+	// allocating; the member scan below may then assume well-formed input.
+	if !json.Valid(ar.body) {
+		return errBadRequest("We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON.)", "")
+	}
+	var bad *apiError
+	ok := eachMember(ar.body, func(key string, start, end int) {
+		raw := ar.body[start:end]
+		switch key {
+		case "model":
+			var m string
+			if err := json.Unmarshal(raw, &m); err != nil {
+				bad = errBadRequest("Invalid type for 'model': expected a string.", "model")
+				return
+			}
+			ar.model = m
+			ar.modelSpan = [2]int{start, end}
+		case "stream":
+			ar.stream = bytes.Equal(raw, []byte("true"))
+		case "max_tokens", "max_completion_tokens", "max_output_tokens":
+			if n, err := strconv.ParseInt(string(raw), 10, 64); err == nil && n > ar.maxOut {
+				ar.maxOut = n
+			}
+		}
+	})
+	if !ok {
+		return errBadRequest("The request body must be a JSON object.", "")
+	}
+	return bad
+}
+
+// parseMultipart reads the form fields the relay needs (model, stream) and
+// skips file contents; the body itself is forwarded untouched.
+func (ar *apiRequest) parseMultipart() *apiError {
+	if ar.boundary == "" {
+		return errBadRequest("The multipart Content-Type has no boundary.", "")
+	}
+	mr := multipart.NewReader(bytes.NewReader(ar.body), ar.boundary)
+	for {
+		part, err := mr.NextPart()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return errBadRequest("The multipart body is malformed: "+err.Error()+".", "")
+		}
+		name := part.FormName()
+		if part.FileName() != "" || (name != "model" && name != "stream") {
+			continue
+		}
+		value, err := io.ReadAll(io.LimitReader(part, 4096))
+		if err != nil {
+			return errBadRequest("The multipart body is malformed: "+err.Error()+".", "")
+		}
+		switch name {
+		case "model":
+			ar.model = string(value)
+		case "stream":
+			ar.stream = string(value) == "true"
+		}
+	}
+}
+
+// bodyFor returns the body to send to an upstream that knows the model as
+// upstreamModel, splicing the alias in when it differs.
+func (ar *apiRequest) bodyFor(upstreamModel string) ([]byte, error) {
+	if upstreamModel == ar.model || ar.model == "" {
+		return ar.body, nil
+	}
+	switch ar.kind {
+	case bodyJSON:
+		quoted, err := json.Marshal(upstreamModel)
+		if err != nil {
+			return nil, err
+		}
+		out := make([]byte, 0, len(ar.body)+len(quoted))
+		out = append(out, ar.body[:ar.modelSpan[0]]...)
+		out = append(out, quoted...)
+		return append(out, ar.body[ar.modelSpan[1]:]...), nil
+	case bodyMultipart:
+		return rewriteMultipartField(ar.body, ar.boundary, "model", upstreamModel)
+	}
+	return ar.body, nil
+}
+
+// rewriteMultipartField re-encodes a multipart body with one form field's
+// value replaced, keeping the boundary, every part's headers and contents.
+func rewriteMultipartField(body []byte, boundary, field, value string) ([]byte, error) {
+	var out bytes.Buffer
+	out.Grow(len(body) + len(value))
+	mw := multipart.NewWriter(&out)
+	if err := mw.SetBoundary(boundary); err != nil {
+		return nil, err
+	}
+	mr := multipart.NewReader(bytes.NewReader(body), boundary)
+	for {
+		part, err := mr.NextRawPart()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		pw, err := mw.CreatePart(part.Header)
+		if err != nil {
+			return nil, err
+		}
+		if part.FormName() == field && part.FileName() == "" {
+			_, err = io.WriteString(pw, value)
+		} else {
+			_, err = io.Copy(pw, part)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	if err := mw.Close(); err != nil {
+		return nil, err
+	}
+	return out.Bytes(), nil
+}
+
+// eachMember calls fn with the name and value byte range of every member of
+// the top-level JSON object in data, which must be valid JSON. It returns
+// false if the document is not an object.
+func eachMember(data []byte, fn func(key string, start, end int)) bool {
+	i := skipSpace(data, 0)
+	if i >= len(data) || data[i] != '{' {
+		return false
+	}
+	i++
+	for {
+		i = skipSpace(data, i)
+		if i >= len(data) || data[i] == '}' {
+			return true
+		}
+		if data[i] == ',' {
+			i++
+			continue
+		}
+		keyEnd := skipString(data, i)
+		key := data[i+1 : keyEnd-1]
+		var name string
+		if bytes.IndexByte(key, '\\') >= 0 {
+			_ = json.Unmarshal(data[i:keyEnd], &name)
+		} else {
+			name = string(key)
+		}
+		i = skipSpace(data, keyEnd)
+		i = skipSpace(data, i+1) // the colon
+		end := skipValue(data, i)
+		fn(name, i, end)
+		i = end
+	}
+}
+
+func skipSpace(data []byte, i int) int {
+	for i < len(data) {
+		switch data[i] {
+		case ' ', '\t', '\n', '\r':
+			i++
+		default:
+			return i
+		}
+	}
+	return i
+}
+
+// skipString returns the index after the string starting at data[i] == '"'.
+func skipString(data []byte, i int) int {
+	for i++; i < len(data); i++ {
+		switch data[i] {
+		case '\\':
+			i++
+		case '"':
+			return i + 1
+		}
+	}
+	return i
+}
+
+// skipValue returns the index after the JSON value starting at data[i].
+func skipValue(data []byte, i int) int {
+	if i >= len(data) {
+		return i
+	}
+	switch data[i] {
+	case '"':
+		return skipString(data, i)
+	case '{', '[':
+		depth := 0
+		for i < len(data) {
+			switch data[i] {
+			case '"':
+				i = skipString(data, i)
+				continue
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return i + 1
+				}
+			}
+			i++
+		}
+		return i
+	default:
+		for i < len(data) {
+			switch data[i] {
+			case ',', '}', ']', ' ', '\t', '\n', '\r':
+				return i
+			}
+			i++
+		}
+		return i
+	}
+}

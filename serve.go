@@ -1,0 +1,167 @@
+package openairelay
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"sync"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+// Placeholder names set on every request.
+const (
+	phClient   = "http.openai_relay.client"
+	phUpstream = "http.openai_relay.upstream"
+	phKey      = "http.openai_relay.key"
+	phModel    = "http.openai_relay.model"
+	phRetries  = "http.openai_relay.retries"
+)
+
+// ServeHTTP relays one request. The relay is a terminal handler: it answers
+// every request itself and never calls next.
+func (rl *Relay) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if repl == nil {
+		repl = caddy.NewReplacer()
+	}
+
+	client, aerr := rl.authenticate(r)
+	if aerr != nil {
+		aerr.write(w)
+		return nil
+	}
+	repl.Set(phClient, client.Name)
+
+	endpoint, ok := apiEndpoint(r.URL.Path)
+	if !ok {
+		(&apiError{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "unknown_url",
+			Message: "Invalid URL (" + r.Method + " " + truncateForMessage(r.URL.Path) + ")"}).write(w)
+		return nil
+	}
+
+	buf := getBuffer()
+	defer putBuffer(buf)
+	ar := &apiRequest{endpoint: endpoint}
+	if aerr := rl.readBody(w, r, buf); aerr != nil {
+		aerr.write(w)
+		return nil
+	}
+	ar.body = buf.Bytes()
+	if aerr := ar.parseBody(r.Method, r.Header); aerr != nil {
+		aerr.write(w)
+		return nil
+	}
+	repl.Set(phModel, ar.model)
+
+	if !client.allowsModel(ar.model) {
+		errModelNotAllowed(ar.model).write(w)
+		return nil
+	}
+	route := rl.route(client, ar.model)
+	if route.empty() {
+		errModelNotFound(ar.model).write(w)
+		return nil
+	}
+
+	pr := &proxyRequest{rl: rl, client: client, req: r, api: ar, route: route, repl: repl}
+	pr.serve(w)
+	return nil
+}
+
+// authenticate finds the client of a request.
+func (rl *Relay) authenticate(r *http.Request) (*Client, *apiError) {
+	if rl.ClientAuth == "none" {
+		return anonymousClient, nil
+	}
+	secret := clientSecret(r.Header)
+	if secret == "" {
+		return nil, errUnauthorized(true)
+	}
+	c := rl.clients.lookup(secret)
+	if c == nil {
+		return nil, errUnauthorized(false)
+	}
+	return c, nil
+}
+
+// readBody reads the whole request body into buf, bounded by MaxBodySize. It
+// is read before anything is sent upstream so that it can be checked, routed
+// by its model and replayed on a retry.
+func (rl *Relay) readBody(w http.ResponseWriter, r *http.Request, buf *bytes.Buffer) *apiError {
+	if r.ContentLength > rl.MaxBodySize {
+		return errBodyTooLarge(rl.MaxBodySize)
+	}
+	if r.Body == nil || r.Body == http.NoBody {
+		return nil
+	}
+	if r.ContentLength > 0 {
+		buf.Grow(int(r.ContentLength))
+	}
+	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, rl.MaxBodySize))
+	if err == nil {
+		return nil
+	}
+	if _, tooLarge := errors.AsType[*http.MaxBytesError](err); tooLarge {
+		return errBodyTooLarge(rl.MaxBodySize)
+	}
+	if errors.Is(err, io.ErrUnexpectedEOF) || r.Context().Err() != nil {
+		return &apiError{Status: http.StatusBadRequest, Type: "invalid_request_error",
+			Message: "The request body ended before its declared length."}
+	}
+	return &apiError{Status: http.StatusBadRequest, Type: "invalid_request_error",
+		Message: "The request body could not be read: " + err.Error()}
+}
+
+// bufferPool recycles request body buffers. Buffers that grew past
+// maxPooledBuffer are dropped so one huge upload does not stay pinned.
+var bufferPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+const maxPooledBuffer = 1 << 20
+
+func getBuffer() *bytes.Buffer {
+	buf := bufferPool.Get().(*bytes.Buffer)
+	buf.Reset()
+	return buf
+}
+
+func putBuffer(buf *bytes.Buffer) {
+	if buf.Cap() <= maxPooledBuffer {
+		bufferPool.Put(buf)
+	}
+}
+
+// routeSet is the set of keys a request may use, by tier: for each tier, the
+// indexes of its upstreams the client may use and that serve the model.
+type routeSet struct {
+	tiers    []*tier
+	eligible [][]bool
+}
+
+func (rs routeSet) empty() bool { return len(rs.tiers) == 0 }
+
+func (rl *Relay) route(c *Client, model string) routeSet {
+	var rs routeSet
+	for _, t := range rl.tiers {
+		var elig []bool
+		for i, u := range t.upstreams {
+			if !c.allowsUpstream(u.index) || !u.serves(model) {
+				continue
+			}
+			if elig == nil {
+				elig = make([]bool, len(t.upstreams))
+			}
+			elig[i] = true
+		}
+		if elig != nil {
+			rs.tiers = append(rs.tiers, t)
+			rs.eligible = append(rs.eligible, elig)
+		}
+	}
+	return rs
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
