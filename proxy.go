@@ -65,23 +65,24 @@ func (pr *proxyRequest) serve(w http.ResponseWriter) {
 	pr.fail(w, last)
 }
 
-// choose picks the key for the next attempt: the lowest tier with an
-// available key, avoiding keys that already failed this request and, after a
-// server error, the upstreams that gave it.
+// choose picks the key for the next attempt in the lowest tier that has an
+// available key. Keys that failed this request are avoided while others
+// remain, and after a server error so are the upstreams that gave it; with
+// nothing else left, a key that gave a server error is tried again (keys that
+// were rate limited or retired are no longer available anyway).
 func (pr *proxyRequest) choose() *poolKey {
 	now := time.Now()
-	if k := pr.pick(now, true); k != nil {
-		return k
+	for _, avoid := range []struct{ keys, upstreams bool }{{true, true}, {true, false}, {false, false}} {
+		if k := pr.pick(now, avoid.keys, avoid.upstreams); k != nil {
+			return k
+		}
 	}
-	return pr.pick(now, false)
+	return nil
 }
 
-func (pr *proxyRequest) pick(now time.Time, avoidFailedUpstreams bool) *poolKey {
+func (pr *proxyRequest) pick(now time.Time, avoidFailedKeys, avoidFailedUpstreams bool) *poolKey {
 	for ti, t := range pr.route.tiers {
 		elig := pr.route.eligible[ti]
-		usable := func(k *poolKey) bool {
-			return !containsPtr(pr.tried, k) && k.state.available(now)
-		}
 		for {
 			ui := t.upSel.pick(len(t.upstreams),
 				func(i int) int { return t.upstreams[i].Weight },
@@ -94,7 +95,9 @@ func (pr *proxyRequest) pick(now time.Time, avoidFailedUpstreams bool) *poolKey 
 			keys := t.keys[ui]
 			ki := t.keySel[ui].pick(len(keys),
 				func(i int) int { return keys[i].weight },
-				func(i int) bool { return usable(keys[i]) })
+				func(i int) bool {
+					return !(avoidFailedKeys && containsPtr(pr.tried, keys[i])) && keys[i].state.available(now)
+				})
 			if ki >= 0 {
 				return keys[ki]
 			}
@@ -153,6 +156,7 @@ func (pr *proxyRequest) attempt(w http.ResponseWriter, key *poolKey) (*failure, 
 		pr.rl.logger.Warn("upstream unreachable",
 			zap.String("upstream", u.Name), zap.String("key", key.id), zap.Error(err))
 		pr.failedUp = append(pr.failedUp, u)
+		pr.tried = append(pr.tried, key)
 		pr.count(key, outcomeNetwork.String())
 		return &failure{outcome: outcomeNetwork, err: err}, false
 	}

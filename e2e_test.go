@@ -1,0 +1,263 @@
+package openairelay_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/caddytest"
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
+	"github.com/openai/openai-go/v3/responses"
+
+	"github.com/caddyrelay/openairelay/internal/fakeopenai"
+)
+
+// The end-to-end tests run one in-process Caddy (caddytest starts it on the
+// first InitServer and reloads it for every test) with the relay in front of
+// the fake OpenAI upstream, and drive it with the official Go SDK. Key state
+// survives reloads by design, so every test uses keys of its own.
+
+const relayBase = "http://localhost:9080/v1"
+
+var logDir string
+
+func TestMain(m *testing.M) {
+	// Keep Caddy's autosave and storage out of the user's directories.
+	tmp, err := os.MkdirTemp("", "openai-relay-e2e")
+	if err != nil {
+		panic(err)
+	}
+	os.Setenv("XDG_CONFIG_HOME", filepath.Join(tmp, "config"))
+	os.Setenv("XDG_DATA_HOME", filepath.Join(tmp, "data"))
+	logDir = tmp
+	code := m.Run()
+	os.RemoveAll(tmp)
+	os.Exit(code)
+}
+
+// e2e is one test's relay and upstream.
+type e2e struct {
+	t       *testing.T
+	fake    *fakeopenai.Server
+	tester  *caddytest.Tester
+	logFile string
+}
+
+// startRelay runs Caddy with the relay block given (the inside of
+// `openai_relay { ... }`, with {UPSTREAM} standing for the fake's URL) and
+// access and error logs written to a file the test can search.
+func startRelay(t *testing.T, fake *fakeopenai.Server, relayBlock string) *e2e {
+	t.Helper()
+	logFile := filepath.Join(logDir, strings.ReplaceAll(t.Name(), "/", "_")+".log")
+	block := strings.ReplaceAll(relayBlock, "{UPSTREAM}", fake.URL())
+	config := fmt.Sprintf(`{
+	admin localhost:2999
+	http_port 9080
+	https_port 9443
+	skip_install_trust
+	log {
+		output file %[1]s
+		level DEBUG
+	}
+}
+http://localhost:9080 {
+	log {
+		output file %[1]s
+	}
+	openai_relay {
+%[2]s
+	}
+}
+`, logFile, block)
+	tester := caddytest.NewTester(t)
+	tester.InitServer(config, "caddyfile")
+	return &e2e{t: t, fake: fake, tester: tester, logFile: logFile}
+}
+
+func sdk(clientKey string) openai.Client {
+	return openai.NewClient(
+		option.WithBaseURL(relayBase),
+		option.WithAPIKey(clientKey),
+		option.WithMaxRetries(0),
+		option.WithRequestTimeout(20*time.Second),
+	)
+}
+
+// assertNoSecrets checks that no upstream key appears in the logs and that
+// no client credential reached the upstream.
+func (e *e2e) assertNoSecrets(upstreamKeys []string, clientKeys []string) {
+	e.t.Helper()
+	logs, _ := os.ReadFile(e.logFile)
+	for _, k := range upstreamKeys {
+		if bytes.Contains(logs, []byte(k)) {
+			e.t.Errorf("upstream key %s… appears in the log", k[:6])
+		}
+	}
+	for _, rec := range e.fake.Records() {
+		for name, values := range rec.Header {
+			for _, v := range values {
+				for _, ck := range clientKeys {
+					if strings.Contains(v, ck) {
+						e.t.Errorf("client key reached the upstream in header %s", name)
+					}
+				}
+			}
+		}
+		for _, h := range []string{"Openai-Organization", "Openai-Project"} {
+			if rec.Header.Get(h) != "" {
+				e.t.Errorf("%s reached the upstream", h)
+			}
+		}
+	}
+}
+
+func chatParams(prompt string) openai.ChatCompletionNewParams {
+	return openai.ChatCompletionNewParams{
+		Model:    openai.ChatModelGPT4oMini,
+		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage(prompt)},
+	}
+}
+
+func TestE2EEndpoints(t *testing.T) {
+	fake := fakeopenai.New(fakeopenai.Options{})
+	defer fake.Close()
+	upKey := "sk-e2e-endpoints-upstream-0001"
+	fake.AddKey(upKey, fakeopenai.KeyLimits{})
+	os.Setenv("E2E_ENDPOINTS_KEY", upKey)
+	e := startRelay(t, fake, `
+		client app {
+			key rk-endpoints-client
+		}
+		upstream fake {UPSTREAM} {
+			key {env.E2E_ENDPOINTS_KEY}
+		}`)
+	client := sdk("rk-endpoints-client")
+	ctx := context.Background()
+
+	t.Run("chat", func(t *testing.T) {
+		res, err := client.Chat.Completions.New(ctx, chatParams("hello relay"), option.WithHeader("OpenAI-Organization", "org-client"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := res.Choices[0].Message.Content; !strings.Contains(got, "hello relay") {
+			t.Errorf("content %q", got)
+		}
+		if res.Usage.TotalTokens == 0 {
+			t.Error("no usage")
+		}
+	})
+	t.Run("chat stream", func(t *testing.T) {
+		stream := client.Chat.Completions.NewStreaming(ctx, chatParams("stream me please"))
+		var acc openai.ChatCompletionAccumulator
+		for stream.Next() {
+			acc.AddChunk(stream.Current())
+		}
+		if err := stream.Err(); err != nil {
+			t.Fatal(err)
+		}
+		if got := acc.Choices[0].Message.Content; !strings.Contains(got, "stream me please") {
+			t.Errorf("streamed content %q", got)
+		}
+	})
+	t.Run("embeddings", func(t *testing.T) {
+		res, err := client.Embeddings.New(ctx, openai.EmbeddingNewParams{
+			Model: openai.EmbeddingModelTextEmbedding3Small,
+			Input: openai.EmbeddingNewParamsInputUnion{OfString: openai.String("a b c")},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res.Data) != 1 || len(res.Data[0].Embedding) == 0 {
+			t.Errorf("embedding %+v", res.Data)
+		}
+	})
+	t.Run("responses", func(t *testing.T) {
+		res, err := client.Responses.New(ctx, responses.ResponseNewParams{
+			Model: openai.ChatModelGPT4oMini,
+			Input: responses.ResponseNewParamsInputUnion{OfString: openai.String("respond please")},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(res.OutputText(), "respond please") {
+			t.Errorf("output %q", res.OutputText())
+		}
+	})
+	t.Run("responses stream", func(t *testing.T) {
+		stream := client.Responses.NewStreaming(ctx, responses.ResponseNewParams{
+			Model: openai.ChatModelGPT4oMini,
+			Input: responses.ResponseNewParamsInputUnion{OfString: openai.String("stream a response")},
+		})
+		var text strings.Builder
+		completed := false
+		for stream.Next() {
+			ev := stream.Current()
+			switch ev.Type {
+			case "response.output_text.delta":
+				text.WriteString(ev.Delta)
+			case "response.completed":
+				completed = true
+			}
+		}
+		if err := stream.Err(); err != nil {
+			t.Fatal(err)
+		}
+		if !completed || !strings.Contains(text.String(), "stream a response") {
+			t.Errorf("completed %v text %q", completed, text.String())
+		}
+	})
+	t.Run("models", func(t *testing.T) {
+		page, err := client.Models.List(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page.Data) == 0 {
+			t.Error("no models")
+		}
+	})
+	t.Run("multipart upload", func(t *testing.T) {
+		audio := bytes.Repeat([]byte("RIFFWAVE"), 2048)
+		res, err := client.Audio.Transcriptions.New(ctx, openai.AudioTranscriptionNewParams{
+			File:  openai.File(bytes.NewReader(audio), "speech.wav", "audio/wav"),
+			Model: openai.AudioModelWhisper1,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(res.Text, fmt.Sprint(len(audio))) {
+			t.Errorf("transcription %q does not show the whole file arrived", res.Text)
+		}
+	})
+	t.Run("wrong client key", func(t *testing.T) {
+		other := sdk("rk-not-a-client")
+		_, err := other.Chat.Completions.New(ctx, chatParams("x"))
+		var apiErr *openai.Error
+		if !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusUnauthorized || apiErr.Code != "invalid_api_key" {
+			t.Fatalf("got %v; want a 401 invalid_api_key", err)
+		}
+	})
+	t.Run("model not served", func(t *testing.T) {
+		_, err := client.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{
+			Model: "no-such-model", Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("x")},
+		})
+		var apiErr *openai.Error
+		if !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusNotFound {
+			t.Fatalf("got %v; want the upstream's 404", err)
+		}
+	})
+
+	for _, rec := range fake.Records() {
+		if rec.Key != upKey {
+			t.Errorf("upstream saw key %q on %s", rec.Key, rec.Path)
+		}
+	}
+	e.assertNoSecrets([]string{upKey}, []string{"rk-endpoints-client"})
+}

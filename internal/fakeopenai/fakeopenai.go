@@ -1,0 +1,365 @@
+// Package fakeopenai is a fake OpenAI API, faithful enough on the wire (JSON
+// shapes, error bodies, headers, SSE framing) for the official SDKs to use it
+// as if it were api.openai.com. The relay's end-to-end tests and load scripts
+// run it as the upstream.
+//
+// # Answers
+//
+// Answers are deterministic from the input: the assistant reply is
+// "echo: " + the text of the last user message (truncated to the request's
+// max tokens, counted in whitespace-separated words), embeddings are a
+// feature-hashed bag of words, transcriptions say "transcribed N bytes". Every
+// call gets a fresh unique id (chatcmpl-…, cmpl-…, resp_…, modr-…) and created
+// time, so a test can tell a cached replay from a new upstream call.
+//
+// # Token estimate
+//
+// The prompt estimate, used both for usage.prompt_tokens (usage.input_tokens)
+// and for TPM admission, is
+//
+//	prompt = ceil(C / 4)
+//
+// where C is the number of Unicode code points (runes) in all the text of the
+// request: chat: every messages[].content string and every content part's
+// "text"; legacy completions: every prompt string; responses: instructions
+// plus every input string / content string / content part "text"; embeddings
+// and moderations: every input string (and text parts). A pre-tokenised input
+// (array of integers) counts one token per integer instead. Nothing else in
+// the body (roles, names, tools, tool call arguments, JSON syntax) counts.
+// Consequently ceil(len(body in bytes)/4) is never below it for text inputs.
+//
+// The completion allowance is the largest of max_tokens,
+// max_completion_tokens and max_output_tokens present in the request (0 when
+// none is present; n is ignored). The TPM admission cost of a request is
+// prompt + allowance. Audio (multipart) requests cost 0 tokens. GET /models
+// and GET /models/{id} are authenticated but never rate limited nor charged.
+//
+// completion_tokens (output_tokens) is the number of whitespace-separated
+// words of the reply (1 for a tool call), never above the allowance when one
+// is given. total = prompt + completion.
+//
+// # Rate limits
+//
+// Each key with RPM (TPM) > 0 has a token bucket refilling continuously at
+// limit/60 per second that holds Burst's worth, i.e. capacity =
+// limit × Burst / 1m (Burst defaults to 1s); the RPM bucket holds at least 1.
+// Buckets start full. A request is admitted when the RPM bucket holds ≥ 1 and
+// the TPM bucket holds ≥ min(cost, capacity); both are then debited (1 and
+// cost), so a request larger than the burst is admitted only on a full bucket
+// and leaves it in debt. A rejected request debits nothing. A request whose
+// cost exceeds the whole minute TPM limit is rejected with OpenAI's "Request
+// too large" 429 (no retry-after). By default nothing is refunded after the
+// answer (Options.RefundUnusedTokens changes that). Limits are per key, shared
+// by all models of the key.
+//
+// x-ratelimit-remaining-* is the bucket's level after this request (floored,
+// ≥ 0), x-ratelimit-reset-* the time until the bucket is full again in
+// OpenAI's duration format (1s, 6m0s, 20ms, 1m30.5s), x-ratelimit-limit-* the
+// per-minute limit.
+package fakeopenai
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// KeyLimits are the rate limits of one upstream key.
+type KeyLimits struct {
+	RPM, TPM int // 0 = unlimited
+	// Burst is the window whose worth of capacity a bucket holds; default
+	// time.Second (OpenAI enforces minute limits over shorter windows).
+	Burst time.Duration
+}
+
+// KeyState is the account state of a key.
+type KeyState int
+
+const (
+	KeyOK        KeyState = iota
+	KeyInvalid            // 401 invalid_api_key
+	KeyNoQuota            // 429 insufficient_quota
+	KeyForbidden          // 403 unsupported_country_region_territory
+)
+
+// Fault is an injected failure. Faults are tried in the order they were
+// added; the first that matches a request applies to it (only one per
+// request).
+type Fault struct {
+	Status    int           // respond with this status (e.g. 500, 502, 503) and an OpenAI-shaped server_error body (429: rate_limit_exceeded)
+	Reset     bool          // close the connection without any response (hijack + close)
+	Latency   time.Duration // delay before the response header
+	DropAfter int           // streams: send this many SSE events then kill the connection mid-stream; a fault with only DropAfter matches stream requests only
+	Count     int           // how many upcoming matching requests it applies to; 0 = all until ClearFaults
+	Key       string        // only requests with this key ("" = any)
+	Path      string        // only this path suffix such as "/chat/completions" ("" = any)
+	Body      string        // with Status: answer this body instead of the default one
+	Header    http.Header   // with Status: extra response headers (e.g. Retry-After)
+}
+
+// Options configure a Server. The zero value is usable.
+type Options struct {
+	Models              []string      // served models; default gpt-4o-mini, gpt-4o, gpt-4.1, text-embedding-3-small, whisper-1, omni-moderation-latest
+	StreamChunks        int           // content chunks per stream; default 5
+	ChunkDelay          time.Duration // delay before every content chunk of a stream; default 0
+	RequireAPIKeyHeader bool          // Azure style: only the `api-key` header authenticates
+	RateLimitHeaders    *bool         // send x-ratelimit-* on every response; default true
+	AllowAnyKey         bool          // every presented key is accepted (created on first use without limits)
+	RefundUnusedTokens  bool          // after a 2xx answer, give back to the TPM bucket the admitted cost minus the usage total
+	EmbeddingDims       int           // embedding dimension when the request has no `dimensions`; default 64
+	Now                 func() time.Time
+}
+
+// Record is one request as the fake saw it.
+type Record struct {
+	Time         time.Time
+	Key          string // the key that authenticated ("" if none); any key added with AddKey counts, whatever its state
+	Method, Path string // Path as received, e.g. /v1/chat/completions
+	Query        string
+	Model        string
+	Stream       bool
+	Header       http.Header // as received (clone)
+	Body         []byte
+	Status       int // status it answered (0 for a Reset fault)
+}
+
+// DefaultModels are served when Options.Models is empty.
+var DefaultModels = []string{"gpt-4o-mini", "gpt-4o", "gpt-4.1", "text-embedding-3-small", "whisper-1", "omni-moderation-latest"}
+
+// Server is the fake. It implements http.Handler.
+type Server struct {
+	opts      Options
+	models    map[string]struct{}
+	modelList []string
+	now       func() time.Time
+	rlHeaders bool
+	ts        *httptest.Server
+
+	keysMu sync.RWMutex
+	keys   map[string]*keyEntry
+
+	faultsMu  sync.Mutex
+	faults    []*Fault
+	hasFaults atomic.Bool
+
+	recMu     sync.Mutex
+	records   []Record
+	recording atomic.Bool
+
+	rateLimited atomic.Int64
+}
+
+type keyEntry struct {
+	secret string
+	state  atomic.Int32
+	count  atomic.Int64
+	served atomic.Int64
+
+	mu       sync.Mutex
+	limits   KeyLimits
+	rpm, tpm bucket
+}
+
+// New starts a Server on 127.0.0.1:0.
+func New(opts Options) *Server {
+	s := NewHandler(opts)
+	s.ts = httptest.NewServer(s)
+	return s
+}
+
+// NewHandler returns a Server without a listener.
+func NewHandler(opts Options) *Server {
+	if len(opts.Models) == 0 {
+		opts.Models = DefaultModels
+	}
+	if opts.StreamChunks <= 0 {
+		opts.StreamChunks = 5
+	}
+	if opts.EmbeddingDims <= 0 {
+		opts.EmbeddingDims = 64
+	}
+	s := &Server{
+		opts:      opts,
+		models:    make(map[string]struct{}, len(opts.Models)),
+		modelList: slices.Clone(opts.Models),
+		now:       opts.Now,
+		rlHeaders: opts.RateLimitHeaders == nil || *opts.RateLimitHeaders,
+		keys:      map[string]*keyEntry{},
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	for _, m := range opts.Models {
+		s.models[m] = struct{}{}
+	}
+	s.recording.Store(true)
+	return s
+}
+
+// URL is the base URL ending in /v1 ("" for a Server made by NewHandler).
+func (s *Server) URL() string {
+	if s.ts == nil {
+		return ""
+	}
+	return s.ts.URL + "/v1"
+}
+
+// Close stops the listener (if any), cutting open connections.
+func (s *Server) Close() {
+	if s.ts != nil {
+		s.ts.CloseClientConnections()
+		s.ts.Close()
+	}
+}
+
+// AddKey adds (or replaces the limits of) a key; its buckets start full.
+func (s *Server) AddKey(secret string, lim KeyLimits) {
+	s.keysMu.Lock()
+	k := s.keys[secret]
+	if k == nil {
+		k = &keyEntry{secret: secret}
+		s.keys[secret] = k
+	}
+	s.keysMu.Unlock()
+	k.setLimits(lim, s.now())
+}
+
+// SetKeyState sets the account state of a key (adding it without limits if
+// it is unknown).
+func (s *Server) SetKeyState(secret string, st KeyState) {
+	s.keysMu.Lock()
+	k := s.keys[secret]
+	if k == nil {
+		k = &keyEntry{secret: secret}
+		s.keys[secret] = k
+	}
+	s.keysMu.Unlock()
+	k.state.Store(int32(st))
+}
+
+// AddFault appends a fault.
+func (s *Server) AddFault(f Fault) {
+	s.faultsMu.Lock()
+	s.faults = append(s.faults, &f)
+	s.hasFaults.Store(true)
+	s.faultsMu.Unlock()
+}
+
+// ClearFaults removes every fault.
+func (s *Server) ClearFaults() {
+	s.faultsMu.Lock()
+	s.faults = nil
+	s.hasFaults.Store(false)
+	s.faultsMu.Unlock()
+}
+
+// Records returns a copy of the records.
+func (s *Server) Records() []Record {
+	s.recMu.Lock()
+	defer s.recMu.Unlock()
+	return slices.Clone(s.records)
+}
+
+// Count is the number of requests that presented key (a key known to the
+// server), whatever the answer.
+func (s *Server) Count(key string) int {
+	if k := s.lookup(key); k != nil {
+		return int(k.count.Load())
+	}
+	return 0
+}
+
+// Served is the number of 2xx answers given to requests with key.
+func (s *Server) Served(key string) int {
+	if k := s.lookup(key); k != nil {
+		return int(k.served.Load())
+	}
+	return 0
+}
+
+// RateLimited is the number of 429 rate_limit_exceeded answers (not
+// insufficient_quota, not injected faults).
+func (s *Server) RateLimited() int { return int(s.rateLimited.Load()) }
+
+// ResetRecords forgets records and zeroes the counters.
+func (s *Server) ResetRecords() {
+	s.recMu.Lock()
+	s.records = nil
+	s.recMu.Unlock()
+	s.rateLimited.Store(0)
+	s.keysMu.RLock()
+	for _, k := range s.keys {
+		k.count.Store(0)
+		k.served.Store(0)
+	}
+	s.keysMu.RUnlock()
+}
+
+// SetRecording turns the per-request records on (default) or off; counters
+// are kept either way.
+func (s *Server) SetRecording(on bool) { s.recording.Store(on) }
+
+func (s *Server) lookup(secret string) *keyEntry {
+	s.keysMu.RLock()
+	k := s.keys[secret]
+	s.keysMu.RUnlock()
+	return k
+}
+
+// key returns the entry of a presented secret, creating it under AllowAnyKey.
+func (s *Server) key(secret string) *keyEntry {
+	if secret == "" {
+		return nil
+	}
+	k := s.lookup(secret)
+	if k != nil || !s.opts.AllowAnyKey {
+		return k
+	}
+	s.keysMu.Lock()
+	k = s.keys[secret]
+	if k == nil {
+		k = &keyEntry{secret: secret}
+		s.keys[secret] = k
+	}
+	s.keysMu.Unlock()
+	return k
+}
+
+// takeFault returns the first fault matching the request, consuming one use.
+func (s *Server) takeFault(key, path string, stream bool) *Fault {
+	if !s.hasFaults.Load() {
+		return nil
+	}
+	s.faultsMu.Lock()
+	defer s.faultsMu.Unlock()
+	for i, f := range s.faults {
+		if f.Key != "" && f.Key != key {
+			continue
+		}
+		if f.Path != "" && !hasSuffix(path, f.Path) {
+			continue
+		}
+		if f.DropAfter > 0 && f.Status == 0 && !f.Reset && !stream {
+			continue
+		}
+		out := *f
+		if f.Count > 0 {
+			f.Count--
+			if f.Count == 0 {
+				s.faults = slices.Delete(s.faults, i, i+1)
+				if len(s.faults) == 0 {
+					s.hasFaults.Store(false)
+				}
+			}
+		}
+		return &out
+	}
+	return nil
+}
+
+func hasSuffix(s, suf string) bool {
+	return len(s) >= len(suf) && s[len(s)-len(suf):] == suf
+}
