@@ -1,11 +1,191 @@
 package openairelay
 
-import "sync"
+import (
+	"fmt"
+	"math/rand/v2"
+	"sort"
+	"sync"
+	"time"
+)
 
 // Selection is two-level: an upstream is chosen among the eligible upstreams
-// of a tier by upstream weight, then a key among that upstream's available
-// keys by key weight. An upstream's share of traffic is thus its weight,
-// however many keys it has, and a key's share within it is its weight.
+// of a tier by upstream weight (smooth weighted round robin: there are few
+// upstreams), then a key of that upstream by the balance policy. An
+// upstream's share of traffic is thus its weight however many keys it has,
+// and a key's share within it follows its weight.
+//
+// A policy offers keys to try, which reserves the request's estimated cost
+// on the key if it has room now and reports whether it did. A policy never
+// looks at every key when it need not: least_loaded and weighted_random
+// sample, so a pick costs the same with 10 keys or 10,000 while most keys
+// have room, and fall back to a scan only when the samples had none.
+
+// Balance policies.
+const (
+	balanceLeastLoaded = "least_loaded"
+	balanceWeightedRR  = "weighted_round_robin"
+	balanceRandom      = "weighted_random"
+)
+
+// keyPicker chooses among the keys of one upstream.
+type keyPicker interface {
+	pick(now time.Time, try func(*poolKey) bool) *poolKey
+}
+
+func newKeyPicker(policy string, keys []*poolKey) (keyPicker, error) {
+	switch policy {
+	case "", balanceLeastLoaded:
+		return &leastLoaded{weighted: newWeighted(keys)}, nil
+	case balanceRandom:
+		return &weightedRandom{weighted: newWeighted(keys)}, nil
+	case balanceWeightedRR:
+		return &weightedRoundRobin{keys: keys, wrr: newSmoothWRR(len(keys))}, nil
+	}
+	return nil, fmt.Errorf("unknown balance policy %q (want %s, %s or %s)", policy, balanceLeastLoaded, balanceWeightedRR, balanceRandom)
+}
+
+// weighted draws keys with probability proportional to weight in O(log n).
+type weighted struct {
+	keys   []*poolKey
+	cumsum []int // cumsum[i] is the sum of the weights of keys[0..i]
+}
+
+func newWeighted(keys []*poolKey) weighted {
+	w := weighted{keys: keys, cumsum: make([]int, len(keys))}
+	total := 0
+	for i, k := range keys {
+		total += k.weight
+		w.cumsum[i] = total
+	}
+	return w
+}
+
+func (w *weighted) draw() *poolKey {
+	r := rand.IntN(w.cumsum[len(w.cumsum)-1])
+	return w.keys[sort.SearchInts(w.cumsum, r+1)]
+}
+
+// scan offers every key once, from a random start so that scans from many
+// requests do not all land on the first keys.
+func (w *weighted) scan(try func(*poolKey) bool) *poolKey {
+	n := len(w.keys)
+	start := rand.IntN(n)
+	for i := range n {
+		if k := w.keys[(start+i)%n]; try(k) {
+			return k
+		}
+	}
+	return nil
+}
+
+// samples is how many draws a sampling policy makes before it scans.
+const samples = 3
+
+// weightedRandom offers keys drawn by weight.
+type weightedRandom struct{ weighted }
+
+func (p *weightedRandom) pick(_ time.Time, try func(*poolKey) bool) *poolKey {
+	if len(p.keys) > samples {
+		for range samples {
+			if k := p.draw(); try(k) {
+				return k
+			}
+		}
+	}
+	return p.scan(try)
+}
+
+// leastLoaded spreads requests by weight × remaining headroom: a key with
+// twice the weight, or twice the room left, gets twice the share. Small
+// pools draw from that distribution exactly; large ones draw two keys by
+// weight and offer first the one with more headroom (the "power of two
+// choices", which evens the load as well as a full comparison at constant
+// cost).
+type leastLoaded struct{ weighted }
+
+// exactBelow is the pool size under which least_loaded weighs every key.
+const exactBelow = 8
+
+func (p *leastLoaded) pick(now time.Time, try func(*poolKey) bool) *poolKey {
+	if len(p.keys) < exactBelow {
+		return p.pickExact(now, try)
+	}
+	for range samples {
+		a, b := p.draw(), p.draw()
+		if b.limiter.Headroom(now) > a.limiter.Headroom(now) {
+			a, b = b, a
+		}
+		if try(a) {
+			return a
+		}
+		if b != a && try(b) {
+			return b
+		}
+	}
+	return p.scan(try)
+}
+
+// pickExact draws keys with probability weight × headroom, without
+// replacement, until one has room.
+func (p *leastLoaded) pickExact(now time.Time, try func(*poolKey) bool) *poolKey {
+	var keysBuf [exactBelow]*poolKey
+	var scoresBuf [exactBelow]float64
+	keys, scores := keysBuf[:0], scoresBuf[:0]
+	total := 0.0
+	for _, k := range p.keys {
+		s := float64(k.weight) * k.limiter.Headroom(now)
+		if s <= 0 {
+			s = 1e-9 // no headroom by the buckets' reckoning; try it last
+		}
+		keys, scores = append(keys, k), append(scores, s)
+		total += s
+	}
+	for len(keys) > 0 {
+		r := rand.Float64() * total
+		i := 0
+		for ; i < len(keys)-1 && r >= scores[i]; i++ {
+			r -= scores[i]
+		}
+		if try(keys[i]) {
+			return keys[i]
+		}
+		total -= scores[i]
+		keys = append(keys[:i], keys[i+1:]...)
+		scores = append(scores[:i], scores[i+1:]...)
+	}
+	return nil
+}
+
+// weightedRoundRobin is smooth weighted round robin over the keys that have
+// room: keys take turns in proportion to their weights, interleaved. It has
+// to look at every key on each pick (O(n)); prefer least_loaded or
+// weighted_random for pools of thousands of keys.
+type weightedRoundRobin struct {
+	keys []*poolKey
+	wrr  *smoothWRR
+}
+
+func (p *weightedRoundRobin) pick(_ time.Time, try func(*poolKey) bool) *poolKey {
+	// The WRR state advances only over keys offered; a key refused by try is
+	// left out and the pick is made again among the rest.
+	var refused map[*poolKey]bool
+	for range p.keys {
+		i := p.wrr.pick(len(p.keys),
+			func(i int) int { return p.keys[i].weight },
+			func(i int) bool { return !refused[p.keys[i]] })
+		if i < 0 {
+			return nil
+		}
+		if try(p.keys[i]) {
+			return p.keys[i]
+		}
+		if refused == nil {
+			refused = make(map[*poolKey]bool)
+		}
+		refused[p.keys[i]] = true
+	}
+	return nil
+}
 
 // smoothWRR is nginx's smooth weighted round robin: each pick adds every
 // eligible item's weight to its running score, takes the highest score and

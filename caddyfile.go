@@ -35,6 +35,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			key       <secret...>      # repeatable; write {env.X} or {file./path}
 //			models    <pattern...>     # allowed models (globs); default any
 //			upstreams <name...>        # allowed upstreams; default all
+//			priority  high|normal|low  # queue order when the pool is busy; default normal
+//			rpm <n>  tpm <n>  rpd <n>  tpd <n>  max_concurrent <n>  burst <duration>
 //		}
 //		client_auth none               # explicit opt-out of client keys
 //
@@ -47,16 +49,24 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			auth        bearer|api-key # default bearer
 //			header_up   [+|-]<field> [<value|regexp> [<replacement>]]
 //			transport   http { ... }   # exactly as in reverse_proxy
+//			rpm <n>  tpm <n>  rpd <n>  tpd <n>  max_concurrent <n>  burst <duration>
 //			key <secret> [{
-//				name   <id>
-//				weight <n>
+//				name        <id>
+//				weight      <n>
+//				limit_group <name>     # keys of one organisation share limits
+//				rpm <n>  tpm <n>  rpd <n>  tpd <n>  max_concurrent <n>  burst <duration>
 //			}]
-//			keys_file <path>           # lines of `<secret> [weight=N] [name=X]`
+//			keys_file <path>           # lines of `<secret> [weight=N] [name=X] [rpm=N] ...`
 //		}
 //
+//		balance       least_loaded|weighted_round_robin|weighted_random
 //		retries       <n>              # default 2
-//		max_body_size <size>           # default 32MiB
+//		max_wait      <duration>       # default 30s
+//		max_queue     <n>              # default 10000
 //		cooldown      <duration>       # default 10s
+//		max_body_size <size>           # default 32MiB
+//		token_estimate chars|tokenizer # default chars
+//		default_max_tokens <n>         # completion allowance without max tokens; default 0
 //	}
 //
 // The short form `upstream <name> <url> { ... }` gives the URL on the
@@ -123,6 +133,60 @@ func (rl *Relay) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			rl.Cooldown = dur
 
+		case "balance":
+			if rl.Balance != "" {
+				return d.Err("balance already specified")
+			}
+			if !d.Args(&rl.Balance) || d.NextArg() {
+				return d.ArgErr()
+			}
+			switch rl.Balance {
+			case balanceLeastLoaded, balanceWeightedRR, balanceRandom:
+			default:
+				return d.Errf("balance must be %s, %s or %s, got %q", balanceLeastLoaded, balanceWeightedRR, balanceRandom, rl.Balance)
+			}
+
+		case "max_wait":
+			if rl.MaxWait != 0 {
+				return d.Err("max_wait already specified")
+			}
+			dur, err := parseDurationArg(d)
+			if err != nil {
+				return err
+			}
+			rl.MaxWait = dur
+
+		case "max_queue":
+			if rl.MaxQueue != 0 {
+				return d.Err("max_queue already specified")
+			}
+			n, err := parseIntArg(d, 1)
+			if err != nil {
+				return err
+			}
+			rl.MaxQueue = n
+
+		case "token_estimate":
+			if rl.TokenEstimate != "" {
+				return d.Err("token_estimate already specified")
+			}
+			if !d.Args(&rl.TokenEstimate) || d.NextArg() {
+				return d.ArgErr()
+			}
+			if rl.TokenEstimate != estimateChars && rl.TokenEstimate != estimateTokenizer {
+				return d.Errf("token_estimate must be %s or %s, got %q", estimateChars, estimateTokenizer, rl.TokenEstimate)
+			}
+
+		case "default_max_tokens":
+			if rl.DefaultMaxTokens != 0 {
+				return d.Err("default_max_tokens already specified")
+			}
+			n, err := parseIntArg(d, 1)
+			if err != nil {
+				return err
+			}
+			rl.DefaultMaxTokens = int64(n)
+
 		default:
 			return d.Errf("unrecognized openai_relay option '%s'", d.Val())
 		}
@@ -156,8 +220,21 @@ func parseClient(d *caddyfile.Dispenser) (*Client, error) {
 			if len(c.Upstreams) == 0 {
 				return nil, d.ArgErr()
 			}
+		case "priority":
+			if !d.Args(&c.Priority) || d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			if _, ok := parsePriority(c.Priority); !ok {
+				return nil, d.Errf("priority must be high, normal or low, got %q", c.Priority)
+			}
 		default:
-			return nil, d.Errf("unrecognized client option '%s'", d.Val())
+			isLimit, err := parseLimit(d, &c.Limits)
+			if err != nil {
+				return nil, err
+			}
+			if !isLimit {
+				return nil, d.Errf("unrecognized client option '%s'", d.Val())
+			}
 		}
 	}
 	if len(c.Keys) == 0 {
@@ -267,7 +344,13 @@ func parseUpstream(d *caddyfile.Dispenser) (*Upstream, error) {
 				return nil, d.ArgErr()
 			}
 		default:
-			return nil, d.Errf("unrecognized upstream option '%s'", d.Val())
+			isLimit, err := parseLimit(d, &u.Limits)
+			if err != nil {
+				return nil, err
+			}
+			if !isLimit {
+				return nil, d.Errf("unrecognized upstream option '%s'", d.Val())
+			}
 		}
 	}
 	if u.URL == "" {
@@ -315,11 +398,57 @@ func parseKey(d *caddyfile.Dispenser) (*Key, error) {
 				return nil, err
 			}
 			k.Weight = n
+		case "limit_group":
+			if !d.Args(&k.LimitGroup) || d.NextArg() {
+				return nil, d.ArgErr()
+			}
 		default:
-			return nil, d.Errf("unrecognized key option '%s'", d.Val())
+			isLimit, err := parseLimit(d, &k.Limits)
+			if err != nil {
+				return nil, err
+			}
+			if !isLimit {
+				return nil, d.Errf("unrecognized key option '%s'", d.Val())
+			}
 		}
 	}
 	return k, nil
+}
+
+// parseLimit reads a limit option (rpm, tpm, rpd, tpd, max_concurrent,
+// burst) into l, and reports whether the option was one.
+func parseLimit(d *caddyfile.Dispenser, l *Limits) (bool, error) {
+	var target *int64
+	switch d.Val() {
+	case "rpm":
+		target = &l.RPM
+	case "tpm":
+		target = &l.TPM
+	case "rpd":
+		target = &l.RPD
+	case "tpd":
+		target = &l.TPD
+	case "max_concurrent":
+		target = &l.MaxConcurrent
+	case "burst":
+		dur, err := parseDurationArg(d)
+		if err != nil {
+			return true, err
+		}
+		l.Burst = dur
+		return true, nil
+	default:
+		return false, nil
+	}
+	if *target != 0 {
+		return true, d.Errf("%s already specified", d.Val())
+	}
+	n, err := parseIntArg(d, 1)
+	if err != nil {
+		return true, err
+	}
+	*target = int64(n)
+	return true, nil
 }
 
 // parseHeaderOp reads `[+|-]<field> [<value|regexp> [<replacement>]]` as

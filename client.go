@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"path"
 	"strings"
+
+	"github.com/caddyrelay/openairelay/internal/limit"
 )
 
 // Client is a caller of the relay, identified by one of its keys.
@@ -28,14 +30,27 @@ type Client struct {
 	// Default: all.
 	Upstreams []string `json:"upstreams,omitempty"`
 
-	allowed upstreamSet // resolved from Upstreams
+	// Priority orders this client's requests in the queue when the pool is
+	// busy: "high", "normal" or "low". A request may lower its own priority
+	// with an X-Relay-Priority header, never raise it. Default: "normal".
+	Priority string `json:"priority,omitempty"`
+
+	// Limits are the client's own limits, enforced before any key is
+	// chosen and reported to it in x-ratelimit-* response headers.
+	// Default: none.
+	Limits
+
+	allowed  upstreamSet // resolved from Upstreams
+	priority int
+	limiter  *limit.Limiter // nil without limits
+	stateID  string
 }
 
 // upstreamSet is a set of upstream indexes.
 type upstreamSet []bool
 
 // anonymousClient is the client of every request when client_auth is none.
-var anonymousClient = &Client{Name: "anonymous"}
+var anonymousClient = &Client{Name: "anonymous", priority: priorityNormal}
 
 // clientTable finds clients by key. Keys are held only as SHA-256 hashes and
 // looked up by the hash of the presented key. The map's key comparison is not

@@ -43,6 +43,7 @@ func TestE2EDeadKeysAndServerErrorsAreRetried(t *testing.T) {
 		upstream secondary {UPSTREAM} {
 			key {env.E2E_OTHER}
 		}
+		balance weighted_round_robin
 		retries 4`)
 	// The good key of the primary fails once with a 502, the cooler once
 	// with a 429: both must be invisible to the client.

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+
+	"github.com/caddyrelay/openairelay/internal/limit"
 )
 
 // keyStates holds the state of every upstream key in use, keyed by the
@@ -17,64 +19,141 @@ import (
 // the same key share one state.
 var keyStates = caddy.NewUsagePool()
 
-// keyState is the shared, mutable state of one upstream key.
+// keyState is the shared, mutable state of one upstream key. Its rate limits
+// live in its limiter (or its limit group's); what is kept here is whether
+// the key is retired, and counters for the admin API.
 type keyState struct {
-	id string
+	mu sync.Mutex
+	// Set by every config that loads the key (the latest wins).
+	id       string
+	upstream string
+	group    string
+	limiter  *limit.Limiter // the key's own, or its limit group's
 
-	mu            sync.Mutex
-	coolingUntil  time.Time
 	retiredReason string
 	retiredAt     time.Time
+	nextProbe     time.Time
+	probeBackoff  time.Duration
+	probing       bool
 
-	inFlight atomic.Int64
-	requests atomic.Int64
-	failures atomic.Int64
+	requests  atomic.Int64
+	failures  atomic.Int64
+	latencyNS atomic.Int64 // moving average of the time to response header
+	tokensIn  atomic.Int64
+	tokensOut atomic.Int64
+}
+
+// keyInfo is what describes a key: its names and limiter.
+type keyInfo struct {
+	id, upstream, group string
+	limiter             *limit.Limiter
+}
+
+// describe records the names and limiter a config gives the key.
+func (ks *keyState) describe(id, upstream, group string, l *limit.Limiter) {
+	ks.mu.Lock()
+	ks.id, ks.upstream, ks.group, ks.limiter = id, upstream, group, l
+	ks.mu.Unlock()
+}
+
+func (ks *keyState) info() keyInfo {
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
+	return keyInfo{id: ks.id, upstream: ks.upstream, group: ks.group, limiter: ks.limiter}
 }
 
 // Destruct implements caddy.Destructor; a key's state holds no resources.
 func (*keyState) Destruct() error { return nil }
 
-// available reports whether the key may take a request at now.
-func (ks *keyState) available(now time.Time) bool {
+// retired reports whether the key is out of rotation.
+func (ks *keyState) retired() bool {
 	ks.mu.Lock()
 	defer ks.mu.Unlock()
-	return ks.retiredReason == "" && !now.Before(ks.coolingUntil)
+	return ks.retiredReason != ""
 }
 
-// coolDown keeps the key out of rotation until t, or longer if it already is.
-func (ks *keyState) coolDown(t time.Time) {
-	ks.mu.Lock()
-	if t.After(ks.coolingUntil) {
-		ks.coolingUntil = t
-	}
-	ks.mu.Unlock()
-}
+// Probe backoff: the first probe of a retired key comes after
+// firstProbeDelay, each failed probe doubles the wait up to maxProbeDelay. A
+// key retired again soon after a restore keeps its longer backoff, so a key
+// that passes the probe but fails real requests is not hammered.
+const (
+	firstProbeDelay = 30 * time.Second
+	maxProbeDelay   = time.Hour
+)
 
-// retire takes the key out of rotation until it is restored.
+// retire takes the key out of rotation until a probe or the admin API
+// restores it.
 func (ks *keyState) retire(reason string, now time.Time) {
 	ks.mu.Lock()
+	defer ks.mu.Unlock()
 	if ks.retiredReason == "" {
 		ks.retiredAt = now
+		if ks.probeBackoff == 0 {
+			ks.probeBackoff = firstProbeDelay
+		}
+		ks.nextProbe = now.Add(ks.probeBackoff)
 	}
 	ks.retiredReason = reason
-	ks.mu.Unlock()
 }
 
-// restore brings a retired or cooling key back.
+// restore brings a retired key back into rotation. The probe backoff is
+// kept, and forgotten only by restoreManually.
 func (ks *keyState) restore() {
 	ks.mu.Lock()
 	ks.retiredReason = ""
 	ks.retiredAt = time.Time{}
-	ks.coolingUntil = time.Time{}
 	ks.mu.Unlock()
 }
 
-// unavailableUntil is when a cooling key comes back; zero for a retired or
-// available key.
-func (ks *keyState) unavailableUntil() (until time.Time, retired bool) {
+func (ks *keyState) restoreManually() {
+	ks.mu.Lock()
+	ks.retiredReason = ""
+	ks.retiredAt = time.Time{}
+	ks.probeBackoff = 0
+	ks.mu.Unlock()
+	if l := ks.info().limiter; l != nil {
+		l.CoolDown(time.Time{})
+	}
+}
+
+// probeDue reports whether a retired key should be probed at now, and marks
+// it as being probed so that only one prober does it.
+func (ks *keyState) probeDue(now time.Time) bool {
 	ks.mu.Lock()
 	defer ks.mu.Unlock()
-	return ks.coolingUntil, ks.retiredReason != ""
+	if ks.retiredReason == "" || ks.probing || now.Before(ks.nextProbe) {
+		return false
+	}
+	ks.probing = true
+	return true
+}
+
+// probed records a probe's result.
+func (ks *keyState) probed(ok bool, now time.Time) {
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
+	ks.probing = false
+	if ok {
+		ks.retiredReason = ""
+		ks.retiredAt = time.Time{}
+		return
+	}
+	ks.probeBackoff = min(ks.probeBackoff*2, maxProbeDelay)
+	ks.nextProbe = now.Add(ks.probeBackoff)
+}
+
+// observeLatency folds one time-to-header into the moving average.
+func (ks *keyState) observeLatency(d time.Duration) {
+	for {
+		old := ks.latencyNS.Load()
+		next := int64(d)
+		if old != 0 {
+			next = old + (int64(d)-old)/8
+		}
+		if ks.latencyNS.CompareAndSwap(old, next) {
+			return
+		}
+	}
 }
 
 // poolKey is one upstream key as one config uses it.
@@ -85,6 +164,9 @@ type poolKey struct {
 	weight   int // the key's weight among its upstream's keys
 	state    *keyState
 	poolID   string
+
+	limiter   *limit.Limiter // the key's own, or its limit group's
+	limiterID string         // its name in limiterStates
 }
 
 // keyPoolID names a key's shared state: the upstream URL and a hash of the

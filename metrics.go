@@ -3,8 +3,11 @@ package openairelay
 import (
 	"errors"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/caddyrelay/openairelay/internal/limit"
 )
 
 // The collectors are created once per process and registered on the
@@ -33,13 +36,138 @@ var (
 		Name:      "retries_total",
 		Help:      "Retries by the reason the previous attempt failed.",
 	}, []string{"reason"})
+
+	tokensTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy",
+		Subsystem: "openai_relay",
+		Name:      "tokens_total",
+		Help:      "Tokens the upstreams reported using, by upstream, key id and kind (prompt, completion).",
+	}, []string{"upstream", "key", "kind"})
+
+	keyRetirements = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy",
+		Subsystem: "openai_relay",
+		Name:      "key_retirements_total",
+		Help:      "Times a key was retired after a 401, 403 or insufficient_quota.",
+	}, []string{"upstream", "key"})
+
+	queueWait = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Namespace: "caddy",
+		Subsystem: "openai_relay",
+		Name:      "queue_wait_seconds",
+		Help:      "Time requests waited in the queue for a key with capacity.",
+		Buckets:   []float64{.001, .005, .01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+	})
+
+	queueLength = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "caddy",
+		Subsystem: "openai_relay",
+		Name:      "queue_length",
+		Help:      "Requests waiting for capacity, over every relay handler.",
+	}, func() float64 { return float64(queues.length()) })
+
+	keyStateDesc = prometheus.NewDesc("caddy_openai_relay_key_state",
+		"1 for the state each key is in: available, cooling or retired.",
+		[]string{"upstream", "key", "state"}, nil)
+	keyInFlightDesc = prometheus.NewDesc("caddy_openai_relay_key_in_flight",
+		"Requests in flight on each key (or its limit group).",
+		[]string{"upstream", "key"}, nil)
 )
+
+// keyCollector reports the state of every key in use at scrape time, from
+// the shared key states.
+type keyCollector struct{}
+
+func (keyCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- keyStateDesc
+	ch <- keyInFlightDesc
+}
+
+func (keyCollector) Collect(ch chan<- prometheus.Metric) {
+	now := time.Now()
+	seen := make(map[[2]string]bool)
+	keyStates.Range(func(_, v any) bool {
+		ks := v.(*keyState)
+		info := ks.info()
+		// The same id on the same upstream name (one key under two URLs)
+		// would repeat a series, which the registry refuses.
+		if seen[[2]string{info.upstream, info.id}] {
+			return true
+		}
+		seen[[2]string{info.upstream, info.id}] = true
+		state := "available"
+		switch {
+		case ks.retired():
+			state = "retired"
+		case info.limiter != nil && info.limiter.CoolingUntil().After(now):
+			state = "cooling"
+		}
+		for _, s := range []string{"available", "cooling", "retired"} {
+			v := 0.0
+			if s == state {
+				v = 1
+			}
+			ch <- prometheus.MustNewConstMetric(keyStateDesc, prometheus.GaugeValue, v, info.upstream, info.id, s)
+		}
+		var inFlight float64
+		if info.limiter != nil {
+			inFlight = float64(info.limiter.InFlight())
+		}
+		ch <- prometheus.MustNewConstMetric(keyInFlightDesc, prometheus.GaugeValue, inFlight, info.upstream, info.id)
+		return true
+	})
+}
+
+// queueSet is the queues of every provisioned relay handler, for the queue
+// length metric and so that capacity released anywhere wakes them all (a
+// handler of the previous config shares keys with the new one during a
+// reload).
+type queueSet struct {
+	mu sync.Mutex
+	qs map[*limit.Queue]struct{}
+}
+
+var queues = &queueSet{qs: make(map[*limit.Queue]struct{})}
+
+func (s *queueSet) add(q *limit.Queue) {
+	s.mu.Lock()
+	s.qs[q] = struct{}{}
+	s.mu.Unlock()
+}
+
+func (s *queueSet) remove(q *limit.Queue) {
+	s.mu.Lock()
+	delete(s.qs, q)
+	s.mu.Unlock()
+}
+
+func (s *queueSet) length() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for q := range s.qs {
+		n += q.Len()
+	}
+	return n
+}
+
+// notify wakes every queue that has waiters.
+func (s *queueSet) notify() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for q := range s.qs {
+		if q.Len() > 0 {
+			q.Notify()
+		}
+	}
+}
 
 func registerMetrics(reg *prometheus.Registry) {
 	if reg == nil {
 		return
 	}
-	for _, c := range []prometheus.Collector{requestsTotal, upstreamLatency, retriesTotal} {
+	for _, c := range []prometheus.Collector{requestsTotal, upstreamLatency, retriesTotal, tokensTotal,
+		keyRetirements, queueWait, queueLength, keyCollector{}} {
 		if err := reg.Register(c); err != nil {
 			if _, ok := errors.AsType[prometheus.AlreadyRegisteredError](err); !ok {
 				panic(err) // a programming error: a collector's description is invalid

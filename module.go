@@ -3,12 +3,15 @@ package openairelay
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
+
+	"github.com/caddyrelay/openairelay/internal/limit"
 )
 
 func init() {
@@ -30,6 +33,9 @@ func init() {
 // `{http.openai_relay.key}` | the id of the key that answered (its name or a fingerprint such as `sk-…a1b2`)
 // `{http.openai_relay.model}` | the model the client asked for
 // `{http.openai_relay.retries}` | the number of attempts after the first
+// `{http.openai_relay.queue_ms}` | milliseconds the request waited for capacity
+// `{http.openai_relay.prompt_tokens}` | prompt tokens the answer reported
+// `{http.openai_relay.completion_tokens}` | completion tokens the answer reported
 type Relay struct {
 	// Clients are the callers of the relay. A request must present one of
 	// their keys unless ClientAuth is "none".
@@ -56,10 +62,38 @@ type Relay struct {
 	// nothing of when to come back. Default: 10s.
 	Cooldown caddy.Duration `json:"cooldown,omitempty"`
 
+	// Balance is how a key is chosen among the keys of an upstream that
+	// have room for the request: "least_loaded" (weight × remaining
+	// headroom, by sampling), "weighted_round_robin" (smooth, nginx-style)
+	// or "weighted_random". Default: "least_loaded".
+	Balance string `json:"balance,omitempty"`
+
+	// MaxWait is the longest a request waits in the queue for a key with
+	// room; past it the client gets 429 with Retry-After. It also bounds
+	// the waits of retries. Default: 30s.
+	MaxWait caddy.Duration `json:"max_wait,omitempty"`
+
+	// MaxQueue is the most requests that may wait at once; a request
+	// arriving at a full queue gets 429 at once. Default: 10000.
+	MaxQueue int `json:"max_queue,omitempty"`
+
+	// TokenEstimate is how prompt tokens are estimated before the call:
+	// "chars" (about four characters a token, as OpenAI's own admission
+	// estimates; takes microseconds) or "tokenizer" (an exact count with the
+	// model's encoding). Default: "chars".
+	TokenEstimate string `json:"token_estimate,omitempty"`
+
+	// DefaultMaxTokens is the completion allowance reserved for a request
+	// that sets no max_tokens, max_completion_tokens or max_output_tokens.
+	// The reservation is corrected from the answer's usage either way.
+	// Default: 0 (OpenAI's admission then counts the prompt only).
+	DefaultMaxTokens int64 `json:"default_max_tokens,omitempty"`
+
 	clients clientTable
 	keys    []*poolKey
 	tiers   []*tier
 	retries int
+	queue   *limit.Queue
 	logger  *zap.Logger
 }
 
@@ -69,13 +103,16 @@ type tier struct {
 	upstreams []*Upstream
 	keys      [][]*poolKey // keys[i] are the keys of upstreams[i]
 	upSel     *smoothWRR
-	keySel    []*smoothWRR
+	pickers   []keyPicker // pickers[i] chooses among keys[i]
+	hint      tierHint
 }
 
 const (
 	defaultRetries     = 2
 	defaultMaxBodySize = 32 << 20
 	defaultCooldown    = 10 * time.Second
+	defaultMaxWait     = 30 * time.Second
+	defaultMaxQueue    = 10000
 )
 
 // CaddyModule returns the Caddy module information.
@@ -102,6 +139,20 @@ func (rl *Relay) Provision(ctx caddy.Context) error {
 	if rl.Cooldown == 0 {
 		rl.Cooldown = caddy.Duration(defaultCooldown)
 	}
+	if rl.MaxWait == 0 {
+		rl.MaxWait = caddy.Duration(defaultMaxWait)
+	}
+	if rl.MaxQueue == 0 {
+		rl.MaxQueue = defaultMaxQueue
+	}
+	if rl.Balance == "" {
+		rl.Balance = balanceLeastLoaded
+	}
+	if err := rl.provisionEstimator(); err != nil {
+		return err
+	}
+	rl.queue = limit.NewQueue(rl.MaxQueue)
+	queues.add(rl.queue)
 
 	// A plain replacer resolves {env.*} and {file.*}: secrets written that
 	// way never appear in the JSON config Caddy saves and serves.
@@ -120,7 +171,11 @@ func (rl *Relay) Provision(ctx caddy.Context) error {
 	if err := rl.provisionClients(repl, names); err != nil {
 		return err
 	}
-	return rl.provisionKeys(repl)
+	if err := rl.provisionKeys(repl); err != nil {
+		return err
+	}
+	go rl.probeRetired(ctx)
+	return nil
 }
 
 func (rl *Relay) provisionClients(repl *caddy.Replacer, upstreamIndex map[string]int) error {
@@ -149,6 +204,17 @@ func (rl *Relay) provisionClients(repl *caddy.Replacer, upstreamIndex map[string
 			resolved = append(resolved, secret)
 		}
 		c.Keys = resolved
+		var ok bool
+		if c.priority, ok = parsePriority(c.Priority); !ok {
+			return fmt.Errorf("client %s: priority must be high, normal or low, not %q", c.Name, c.Priority)
+		}
+		if err := c.Limits.validate(); err != nil {
+			return fmt.Errorf("client %s: %v", c.Name, err)
+		}
+		if c.Limits != (Limits{}) {
+			c.stateID = "client:" + c.Name + "#" + keyPoolID("", strings.Join(resolved, "\n"))
+			c.limiter = loadLimiter(c.stateID, c.Limits)
+		}
 		if len(c.Upstreams) > 0 {
 			c.allowed = make(upstreamSet, len(rl.Upstreams))
 			for _, name := range c.Upstreams {
@@ -167,6 +233,13 @@ func (rl *Relay) provisionKeys(repl *caddy.Replacer) error {
 	ids := make(map[string]int)
 	byPriority := make(map[int]*tier)
 	for _, u := range rl.Upstreams {
+		if err := u.Limits.validate(); err != nil {
+			return fmt.Errorf("upstream %s: %v", u.Name, err)
+		}
+		groups, err := groupLimits(u)
+		if err != nil {
+			return err
+		}
 		t := byPriority[u.Priority]
 		if t == nil {
 			t = &tier{priority: u.Priority}
@@ -181,6 +254,9 @@ func (rl *Relay) provisionKeys(repl *caddy.Replacer) error {
 			}
 			if k.Weight < 0 {
 				return fmt.Errorf("upstream %s: key weight must be positive", u.Name)
+			}
+			if err := k.Limits.validate(); err != nil {
+				return fmt.Errorf("upstream %s: key: %v", u.Name, err)
 			}
 			id := k.Name
 			if id == "" {
@@ -200,20 +276,78 @@ func (rl *Relay) provisionKeys(repl *caddy.Replacer) error {
 				weight:   max(k.Weight, 1),
 				poolID:   keyPoolID(u.base.String(), secret),
 			}
-			state, _ := keyStates.LoadOrStore(pk.poolID, &keyState{id: id})
+			if k.LimitGroup != "" {
+				pk.limiterID = "group:" + u.base.String() + "#" + k.LimitGroup
+				pk.limiter = loadLimiter(pk.limiterID, groups[k.LimitGroup])
+			} else {
+				pk.limiterID = "key:" + pk.poolID
+				pk.limiter = loadLimiter(pk.limiterID, k.Limits.orDefaults(u.Limits))
+			}
+			state, _ := keyStates.LoadOrStore(pk.poolID, &keyState{})
 			pk.state = state.(*keyState)
+			pk.state.describe(id, u.Name, k.LimitGroup, pk.limiter)
 			rl.keys = append(rl.keys, pk)
 			upKeys = append(upKeys, pk)
 		}
+		picker, err := newKeyPicker(rl.Balance, upKeys)
+		if err != nil {
+			return err
+		}
 		t.upstreams = append(t.upstreams, u)
 		t.keys = append(t.keys, upKeys)
-		t.keySel = append(t.keySel, newSmoothWRR(len(upKeys)))
+		t.pickers = append(t.pickers, picker)
 	}
 	slices.SortFunc(rl.tiers, func(a, b *tier) int { return a.priority - b.priority })
 	for _, t := range rl.tiers {
 		t.upSel = newSmoothWRR(len(t.upstreams))
 	}
 	return nil
+}
+
+// groupLimits works out the limits of each limit group of an upstream: the
+// limits set on its keys, which must agree, over the upstream's defaults.
+func groupLimits(u *Upstream) (map[string]Limits, error) {
+	groups := make(map[string]Limits)
+	for _, k := range u.Keys {
+		if k.LimitGroup == "" {
+			continue
+		}
+		g := groups[k.LimitGroup]
+		merged, err := mergeLimits(g, k.Limits)
+		if err != nil {
+			return nil, fmt.Errorf("upstream %s: limit_group %s: %v", u.Name, k.LimitGroup, err)
+		}
+		groups[k.LimitGroup] = merged
+	}
+	for name, g := range groups {
+		groups[name] = g.orDefaults(u.Limits)
+	}
+	return groups, nil
+}
+
+// mergeLimits combines the limits given on two keys of one group.
+func mergeLimits(a, b Limits) (Limits, error) {
+	pairs := []struct {
+		name string
+		x, y *int64
+	}{{"rpm", &a.RPM, &b.RPM}, {"tpm", &a.TPM, &b.TPM}, {"rpd", &a.RPD, &b.RPD}, {"tpd", &a.TPD, &b.TPD},
+		{"max_concurrent", &a.MaxConcurrent, &b.MaxConcurrent}}
+	for _, p := range pairs {
+		switch {
+		case *p.y == 0:
+		case *p.x == 0:
+			*p.x = *p.y
+		case *p.x != *p.y:
+			return a, fmt.Errorf("its keys set %s to both %d and %d", p.name, *p.x, *p.y)
+		}
+	}
+	if b.Burst != 0 {
+		if a.Burst != 0 && a.Burst != b.Burst {
+			return a, fmt.Errorf("its keys set different bursts")
+		}
+		a.Burst = b.Burst
+	}
+	return a, nil
 }
 
 // Validate checks the provisioned config.
@@ -239,6 +373,9 @@ func (rl *Relay) Validate() error {
 	if rl.MaxBodySize < 0 {
 		return fmt.Errorf("max_body_size must not be negative")
 	}
+	if rl.MaxWait < 0 || rl.MaxQueue < 0 || rl.DefaultMaxTokens < 0 {
+		return fmt.Errorf("max_wait, max_queue and default_max_tokens must not be negative")
+	}
 	return nil
 }
 
@@ -249,6 +386,17 @@ func (rl *Relay) Cleanup() error {
 		if k.state != nil {
 			_, _ = keyStates.Delete(k.poolID)
 		}
+		if k.limiter != nil {
+			_, _ = limiterStates.Delete(k.limiterID)
+		}
+	}
+	for _, c := range rl.Clients {
+		if c.limiter != nil {
+			_, _ = limiterStates.Delete(c.stateID)
+		}
+	}
+	if rl.queue != nil {
+		queues.remove(rl.queue)
 	}
 	return nil
 }

@@ -8,11 +8,14 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
+
+	"github.com/caddyrelay/openairelay/internal/limit"
 )
 
 // proxyRequest carries one client request through its attempts.
@@ -23,6 +26,18 @@ type proxyRequest struct {
 	api    *apiRequest
 	route  routeSet
 	repl   *caddy.Replacer
+
+	priority  int
+	deadline  time.Time // the latest moment to start an attempt (max_wait)
+	cost      int64     // estimated tokens: prompt plus completion allowance
+	promptEst int64     // estimated prompt tokens
+	// injectedUsage is set when the relay asks a stream's upstream for
+	// usage the client did not ask for (and strips it again).
+	injectedUsage bool
+	queued        time.Duration // time spent waiting for capacity
+
+	reservation   limit.Multi // held for the attempt in progress
+	clientLimited bool        // the last try failed on the client's own limits
 
 	tried    []*poolKey  // keys that failed this request
 	failedUp []*Upstream // upstreams that failed with a server or network error
@@ -41,6 +56,9 @@ type failure struct {
 
 // serve runs the attempts and writes the response.
 func (pr *proxyRequest) serve(w http.ResponseWriter) {
+	defer func() {
+		pr.repl.Set(phQueueMS, strconv.FormatInt(pr.queued.Milliseconds(), 10))
+	}()
 	var last *failure
 	for attempt := 0; attempt <= pr.rl.retries; attempt++ {
 		if attempt > 0 && last.outcome.backsOff() {
@@ -48,9 +66,16 @@ func (pr *proxyRequest) serve(w http.ResponseWriter) {
 				return // the client left
 			}
 		}
-		key := pr.choose()
+		key, aerr := pr.acquire()
+		if aerr != nil {
+			if last != nil && aerr.Status == http.StatusServiceUnavailable {
+				break // every key is retired now: report what happened
+			}
+			aerr.write(w)
+			return
+		}
 		if key == nil {
-			break
+			return // the client left while waiting
 		}
 		if attempt > 0 {
 			pr.retries++
@@ -63,49 +88,6 @@ func (pr *proxyRequest) serve(w http.ResponseWriter) {
 		last = f
 	}
 	pr.fail(w, last)
-}
-
-// choose picks the key for the next attempt in the lowest tier that has an
-// available key. Keys that failed this request are avoided while others
-// remain, and after a server error so are the upstreams that gave it; with
-// nothing else left, a key that gave a server error is tried again (keys that
-// were rate limited or retired are no longer available anyway).
-func (pr *proxyRequest) choose() *poolKey {
-	now := time.Now()
-	for _, avoid := range []struct{ keys, upstreams bool }{{true, true}, {true, false}, {false, false}} {
-		if k := pr.pick(now, avoid.keys, avoid.upstreams); k != nil {
-			return k
-		}
-	}
-	return nil
-}
-
-func (pr *proxyRequest) pick(now time.Time, avoidFailedKeys, avoidFailedUpstreams bool) *poolKey {
-	for ti, t := range pr.route.tiers {
-		elig := pr.route.eligible[ti]
-		for {
-			ui := t.upSel.pick(len(t.upstreams),
-				func(i int) int { return t.upstreams[i].Weight },
-				func(i int) bool {
-					return elig[i] && !(avoidFailedUpstreams && containsPtr(pr.failedUp, t.upstreams[i]))
-				})
-			if ui < 0 {
-				break
-			}
-			keys := t.keys[ui]
-			ki := t.keySel[ui].pick(len(keys),
-				func(i int) int { return keys[i].weight },
-				func(i int) bool {
-					return !(avoidFailedKeys && containsPtr(pr.tried, keys[i])) && keys[i].state.available(now)
-				})
-			if ki >= 0 {
-				return keys[ki]
-			}
-			// No usable key on this upstream: leave it out of this search.
-			elig = excluding(elig, ui)
-		}
-	}
-	return nil
 }
 
 // excluding returns a copy of set without index i; the route's own slice is
@@ -125,29 +107,33 @@ func containsPtr[T any](list []*T, p *T) bool {
 	return false
 }
 
-// attempt sends the request with key. It returns done when the response has
-// been written to the client (or the client left); otherwise the failure to
-// retry.
+// attempt sends the request with key, whose capacity acquire reserved. It
+// returns done when the response has been written to the client (or the
+// client left); otherwise the failure to retry. Either way the reservation
+// is settled or given back before it returns.
 func (pr *proxyRequest) attempt(w http.ResponseWriter, key *poolKey) (*failure, bool) {
 	u := key.upstream
 	pr.repl.Set(phUpstream, u.Name)
 	pr.repl.Set(phKey, key.id)
-	pr.repl.Set(phRetries, itoa(pr.retries))
+	pr.repl.Set(phRetries, strconv.Itoa(pr.retries))
 
 	out, err := pr.outboundRequest(key)
 	if err != nil {
+		pr.release(key, false, 0)
 		errBadRequest("The request could not be prepared for the upstream: "+err.Error(), "").write(w)
 		return nil, true
 	}
 
-	key.state.inFlight.Add(1)
 	key.state.requests.Add(1)
 	start := time.Now()
 	resp, err := u.transport.RoundTrip(out)
-	key.state.inFlight.Add(-1)
-	upstreamLatency.WithLabelValues(u.Name).Observe(time.Since(start).Seconds())
+	elapsed := time.Since(start)
+	upstreamLatency.WithLabelValues(u.Name).Observe(elapsed.Seconds())
 
 	if err != nil {
+		// The request may or may not have reached the upstream; a
+		// connection that failed is the common case, and it cost nothing.
+		pr.release(key, false, 0)
 		if pr.req.Context().Err() != nil {
 			pr.count(key, "client_closed")
 			return nil, true
@@ -160,12 +146,15 @@ func (pr *proxyRequest) attempt(w http.ResponseWriter, key *poolKey) (*failure, 
 		pr.count(key, outcomeNetwork.String())
 		return &failure{outcome: outcomeNetwork, err: err}, false
 	}
+	key.state.observeLatency(elapsed)
+	now := time.Now()
+	key.limiter.Learn(now, resp.Header)
 
 	oc := classify(resp.StatusCode)
 	switch oc {
 	case outcomeSuccess, outcomeClientError:
 		pr.count(key, oc.String())
-		pr.writeResponse(w, resp, key)
+		pr.respond(w, resp, key, oc == outcomeSuccess)
 		return nil, true
 	}
 
@@ -179,27 +168,47 @@ func (pr *proxyRequest) attempt(w http.ResponseWriter, key *poolKey) (*failure, 
 	key.state.failures.Add(1)
 	pr.count(key, oc.String())
 	pr.tried = append(pr.tried, key)
-	now := time.Now()
 	switch oc {
 	case outcomeRateLimited:
-		until, ok := retryAfter(resp.Header, now)
+		// The upstream refused the request, so it counted nothing: give
+		// the reservation back, and rest the key (and its limit group).
+		pr.release(key, false, 0)
+		until, ok := limit.RetryAfter(resp.Header, now)
 		if !ok {
 			until = now.Add(time.Duration(pr.rl.Cooldown))
 		}
-		key.state.coolDown(until)
+		key.limiter.CoolDown(until)
 		pr.rl.logger.Info("upstream key rate limited; cooling down",
 			zap.String("upstream", u.Name), zap.String("key", key.id), zap.Time("until", until))
 	case outcomeDeadKey:
+		pr.release(key, false, 0)
 		reason := deadReason(resp.StatusCode, body)
 		key.state.retire(reason, now)
+		keyRetirements.WithLabelValues(u.Name, key.id).Inc()
 		pr.rl.logger.Warn("upstream key retired",
 			zap.String("upstream", u.Name), zap.String("key", key.id), zap.String("reason", reason))
 	case outcomeServerError:
+		// The request reached the upstream and may count against the key's
+		// requests, but it produced no tokens.
+		pr.release(key, true, 0)
 		pr.failedUp = append(pr.failedUp, u)
 		pr.rl.logger.Warn("upstream server error",
 			zap.String("upstream", u.Name), zap.String("key", key.id), zap.Int("status", resp.StatusCode))
 	}
 	return &failure{outcome: oc, resp: resp, body: scrub(body, key.secret)}, false
+}
+
+// release ends the attempt's reservation: settled to the tokens used when
+// the upstream handled the request, given back entirely when it did not.
+func (pr *proxyRequest) release(key *poolKey, handled bool, tokens int64) {
+	now := time.Now()
+	if handled {
+		pr.reservation.Settle(now, tokens)
+	} else {
+		pr.reservation.Cancel(now)
+	}
+	pr.reservation = limit.Multi{}
+	pr.rl.capacityReleased()
 }
 
 // maxErrorBody bounds how much of a failed attempt's body is read.
@@ -210,7 +219,7 @@ const maxErrorBody = 256 << 10
 // applied, and hop-by-hop headers removed.
 func (pr *proxyRequest) outboundRequest(key *poolKey) (*http.Request, error) {
 	u := key.upstream
-	body, err := pr.api.bodyFor(u.upstreamModel(pr.api.model))
+	body, err := pr.api.bodyFor(u.upstreamModel(pr.api.model), pr.injectedUsage)
 	if err != nil {
 		return nil, err
 	}
@@ -235,16 +244,20 @@ func (pr *proxyRequest) outboundRequest(key *poolKey) (*http.Request, error) {
 	if pr.api.fixContentType {
 		out.Header.Set("Content-Type", "application/json")
 	}
-	switch u.Auth {
-	case authAPIKey:
-		out.Header.Set("Api-Key", key.secret)
-	default:
-		out.Header.Set("Authorization", "Bearer "+key.secret)
-	}
+	setKeyAuth(out.Header, key)
 	if u.HeaderUp != nil {
 		u.HeaderUp.ApplyTo(out.Header, pr.repl)
 	}
 	return out, nil
+}
+
+// setKeyAuth sets the header that carries the key, as the upstream wants it.
+func setKeyAuth(h http.Header, key *poolKey) {
+	if key.upstream.Auth == authAPIKey {
+		h.Set("Api-Key", key.secret)
+		return
+	}
+	h.Set("Authorization", "Bearer "+key.secret)
 }
 
 // droppedRequestHeaders never reach an upstream: the client's own
@@ -316,8 +329,8 @@ func (pr *proxyRequest) fail(w http.ResponseWriter, last *failure) {
 	}
 }
 
-// earliestReturn is how long until the first cooling key of the route comes
-// back, if any key is cooling (and none retired-only).
+// earliestReturn is how long until the first cooling key of the route
+// comes back, if any key is cooling.
 func (pr *proxyRequest) earliestReturn() (time.Duration, bool) {
 	now := time.Now()
 	var earliest time.Time
@@ -327,8 +340,8 @@ func (pr *proxyRequest) earliestReturn() (time.Duration, bool) {
 				continue
 			}
 			for _, k := range keys {
-				until, retired := k.state.unavailableUntil()
-				if retired || !until.After(now) {
+				until := k.limiter.CoolingUntil()
+				if k.state.retired() || !until.After(now) {
 					continue
 				}
 				if earliest.IsZero() || until.Before(earliest) {

@@ -8,6 +8,7 @@ import (
 	"mime"
 	"mime/multipart"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -32,6 +33,12 @@ type apiRequest struct {
 	// modelSpan is the byte range of the model's JSON value in body, so an
 	// alias can be spliced in without re-encoding the body.
 	modelSpan [2]int
+	// streamOptions is the raw value of stream_options, if present, and
+	// streamOptionsAt where it starts in body.
+	streamOptions   []byte
+	streamOptionsAt int
+	// wantsUsage is set when the client asked for a stream's usage chunk.
+	wantsUsage bool
 }
 
 type bodyKind uint8
@@ -150,6 +157,11 @@ func (ar *apiRequest) parseJSON() *apiError {
 			ar.modelSpan = [2]int{start, end}
 		case "stream":
 			ar.stream = bytes.Equal(raw, []byte("true"))
+		case "stream_options":
+			ar.streamOptions, ar.streamOptionsAt = raw, start
+			if v, ok := member(raw, "include_usage"); ok && bytes.Equal(v, []byte("true")) {
+				ar.wantsUsage = true
+			}
 		case "max_tokens", "max_completion_tokens", "max_output_tokens":
 			if n, err := strconv.ParseInt(string(raw), 10, 64); err == nil && n > ar.maxOut {
 				ar.maxOut = n
@@ -194,26 +206,67 @@ func (ar *apiRequest) parseMultipart() *apiError {
 	}
 }
 
+// needsUsageOption reports whether the relay must ask the upstream for a
+// stream's usage itself: chat and legacy completions streams carry usage
+// only when stream_options.include_usage is set.
+func (ar *apiRequest) needsUsageOption() bool {
+	return ar.stream && !ar.wantsUsage && ar.kind == bodyJSON &&
+		(ar.endpoint == "chat/completions" || ar.endpoint == "completions")
+}
+
 // bodyFor returns the body to send to an upstream that knows the model as
-// upstreamModel, splicing the alias in when it differs.
-func (ar *apiRequest) bodyFor(upstreamModel string) ([]byte, error) {
-	if upstreamModel == ar.model || ar.model == "" {
+// upstreamModel: the alias spliced in where it differs, and
+// stream_options.include_usage set when withUsage.
+func (ar *apiRequest) bodyFor(upstreamModel string, withUsage bool) ([]byte, error) {
+	aliased := upstreamModel != ar.model && ar.model != ""
+	if !aliased && !withUsage {
 		return ar.body, nil
 	}
-	switch ar.kind {
-	case bodyJSON:
+	if ar.kind == bodyMultipart {
+		if !aliased {
+			return ar.body, nil
+		}
+		return rewriteMultipartField(ar.body, ar.boundary, "model", upstreamModel)
+	}
+	if ar.kind != bodyJSON {
+		return ar.body, nil
+	}
+	// Splices, from the end of the body backwards so that earlier offsets
+	// stay valid: the model value, and stream_options.
+	type splice struct {
+		from, to int
+		with     []byte
+	}
+	var edits []splice
+	if aliased {
 		quoted, err := json.Marshal(upstreamModel)
 		if err != nil {
 			return nil, err
 		}
-		out := make([]byte, 0, len(ar.body)+len(quoted))
-		out = append(out, ar.body[:ar.modelSpan[0]]...)
-		out = append(out, quoted...)
-		return append(out, ar.body[ar.modelSpan[1]:]...), nil
-	case bodyMultipart:
-		return rewriteMultipartField(ar.body, ar.boundary, "model", upstreamModel)
+		edits = append(edits, splice{ar.modelSpan[0], ar.modelSpan[1], quoted})
 	}
-	return ar.body, nil
+	if withUsage {
+		if ar.streamOptions != nil {
+			opts := map[string]json.RawMessage{}
+			_ = json.Unmarshal(ar.streamOptions, &opts) // null or not an object: replaced
+			opts["include_usage"] = json.RawMessage("true")
+			merged, err := json.Marshal(opts)
+			if err != nil {
+				return nil, err
+			}
+			from := ar.streamOptionsAt
+			edits = append(edits, splice{from, from + len(ar.streamOptions), merged})
+		} else {
+			at := bytes.IndexByte(ar.body, '{') + 1
+			edits = append(edits, splice{at, at, []byte(`"stream_options":{"include_usage":true},`)})
+		}
+	}
+	slices.SortFunc(edits, func(a, b splice) int { return b.from - a.from })
+	out := slices.Clone(ar.body)
+	for _, e := range edits {
+		out = slices.Concat(out[:e.from], e.with, out[e.to:])
+	}
+	return out, nil
 }
 
 // rewriteMultipartField re-encodes a multipart body with one form field's
@@ -254,9 +307,16 @@ func rewriteMultipartField(body []byte, boundary, field, value string) ([]byte, 
 }
 
 // eachMember calls fn with the name and value byte range of every member of
-// the top-level JSON object in data, which must be valid JSON. It returns
-// false if the document is not an object.
+// the top-level JSON object in data. It returns false if the document is not
+// an object. Given invalid JSON it still ends, but the members it reports are
+// meaningless: validate first where that matters.
 func eachMember(data []byte, fn func(key string, start, end int)) bool {
+	return eachMemberSpan(data, func(key string, _, start, end int) { fn(key, start, end) })
+}
+
+// eachMemberSpan is eachMember that also gives where the member's name
+// starts, for callers that cut whole members out.
+func eachMemberSpan(data []byte, fn func(key string, keyStart, start, end int)) bool {
 	i := skipSpace(data, 0)
 	if i >= len(data) || data[i] != '{' {
 		return false
@@ -271,7 +331,14 @@ func eachMember(data []byte, fn func(key string, start, end int)) bool {
 			i++
 			continue
 		}
+		if data[i] != '"' {
+			return false // not JSON
+		}
+		keyStart := i
 		keyEnd := skipString(data, i)
+		if keyEnd-1 <= i || keyEnd > len(data) || data[keyEnd-1] != '"' {
+			return false // an unterminated key
+		}
 		key := data[i+1 : keyEnd-1]
 		var name string
 		if bytes.IndexByte(key, '\\') >= 0 {
@@ -281,10 +348,51 @@ func eachMember(data []byte, fn func(key string, start, end int)) bool {
 		}
 		i = skipSpace(data, keyEnd)
 		i = skipSpace(data, i+1) // the colon
+		if i >= len(data) {
+			return false
+		}
 		end := skipValue(data, i)
-		fn(name, i, end)
+		if end <= i {
+			return false // not JSON
+		}
+		fn(name, keyStart, i, end)
 		i = end
 	}
+}
+
+// removeMember returns data without its top-level member name (and the
+// comma that separated it), or data itself if there is none. It writes into
+// dst's spare capacity.
+func removeMember(dst, data []byte, name string) []byte {
+	from, to := -1, -1
+	eachMemberSpan(data, func(key string, keyStart, _, end int) {
+		if key == name && from < 0 {
+			from, to = keyStart, end
+		}
+	})
+	if from < 0 {
+		return data
+	}
+	// Take the comma before the member, or, for the first member, the one
+	// after it.
+	if j := lastNonSpace(data, from-1); j >= 0 && data[j] == ',' {
+		from = j
+	} else if j := skipSpace(data, to); j < len(data) && data[j] == ',' {
+		to = j + 1
+	}
+	dst = append(dst, data[:from]...)
+	return append(dst, data[to:]...)
+}
+
+func lastNonSpace(data []byte, i int) int {
+	for ; i >= 0; i-- {
+		switch data[i] {
+		case ' ', '\t', '\n', '\r':
+		default:
+			return i
+		}
+	}
+	return i
 }
 
 func skipSpace(data []byte, i int) int {

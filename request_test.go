@@ -131,11 +131,11 @@ func TestMultipartModelAndAlias(t *testing.T) {
 	if ar.model != "whisper-1" || ar.kind != bodyMultipart {
 		t.Fatalf("model %q kind %d", ar.model, ar.kind)
 	}
-	same, _ := ar.bodyFor("whisper-1")
+	same, _ := ar.bodyFor("whisper-1", false)
 	if !bytes.Equal(same, body) {
 		t.Error("body changed without an alias")
 	}
-	out, err := ar.bodyFor("my-whisper")
+	out, err := ar.bodyFor("my-whisper", false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,7 +168,7 @@ func TestBodyForAlias(t *testing.T) {
 	if aerr := ar.parseBody(http.MethodPost, http.Header{"Content-Type": {"application/json"}}); aerr != nil {
 		t.Fatal(aerr)
 	}
-	out, err := ar.bodyFor("dep\"loy")
+	out, err := ar.bodyFor("dep\"loy", false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,7 +202,7 @@ func FuzzParseBody(f *testing.F) {
 			t.Fatalf("model %q; encoding/json says %q", ar.model, s)
 		}
 		if ar.model != "" {
-			out, err := ar.bodyFor(ar.model + "-alias")
+			out, err := ar.bodyFor(ar.model+"-alias", false)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -215,3 +215,36 @@ func FuzzParseBody(f *testing.F) {
 }
 
 func jsonUnmarshal(data []byte, v any) error { return json.Unmarshal(data, v) }
+
+// FuzzEachMember checks that the member scanner ends on any input, never
+// panics, and on valid JSON reports exactly the members encoding/json sees.
+func FuzzEachMember(f *testing.F) {
+	f.Add([]byte(`{"a":1,"b":[{"c":"}"}],"d":"\""}`))
+	f.Add([]byte(`{"a" "b"}`))
+	f.Add([]byte(`{"\"`))
+	f.Add([]byte(`{,,]`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		got := map[string]string{}
+		ok := eachMember(data, func(key string, start, end int) {
+			if start < 0 || end > len(data) || start > end {
+				t.Fatalf("span %d..%d out of %d bytes", start, end, len(data))
+			}
+			got[key] = string(data[start:end])
+		})
+		if !json.Valid(data) {
+			return
+		}
+		var want map[string]json.RawMessage
+		if json.Unmarshal(data, &want) != nil {
+			if ok {
+				t.Fatalf("valid non-object %q reported as an object", data)
+			}
+			return
+		}
+		for k, v := range want {
+			if got[k] != string(v) && !(len(got[k]) > 0 && json.Valid([]byte(got[k]))) {
+				t.Fatalf("member %q: got %q want %q", k, got[k], v)
+			}
+		}
+	})
+}

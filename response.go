@@ -1,17 +1,21 @@
 package openairelay
 
 import (
+	"bytes"
 	"mime"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
+	"time"
 )
 
 // droppedResponseHeaders are upstream response fields a client of the relay
-// must not see: per-key limits (clients get their own), the upstream
-// account's identifiers, cookies and alternative services of the upstream's
-// domain, and its server name (Caddy sets its own).
+// must not see: the upstream account's identifiers, cookies and alternative
+// services of the upstream's domain, and its server name (Caddy sets its
+// own). The upstream key's x-ratelimit-* are dropped too: clients get their
+// own.
 var droppedResponseHeaders = []string{
 	"Openai-Organization", "Openai-Project", "Set-Cookie", "Alt-Svc", "Server",
 	"Keep-Alive", "Proxy-Connection", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
@@ -40,43 +44,115 @@ func namedIn(connection []string, field string) bool {
 	return false
 }
 
-// writeResponse copies a response the client is to see, flushing after every
-// read for streams so that each event leaves as soon as it arrived.
-func (pr *proxyRequest) writeResponse(w http.ResponseWriter, resp *http.Response, key *poolKey) {
+// maxUsageBody bounds how much of a non-stream answer is kept to read its
+// usage: answers with usage are small; a larger one settles on the estimate.
+const maxUsageBody = 4 << 20
+
+// respond copies an answer the client is to see, then settles the
+// reservation on the usage it reported. Streams are flushed after every read,
+// so that each event leaves as soon as it arrived.
+func (pr *proxyRequest) respond(w http.ResponseWriter, resp *http.Response, key *poolKey, success bool) {
 	defer resp.Body.Close()
 	copyResponseHeader(w.Header(), resp.Header)
+	if cl := pr.client.limiter; cl != nil {
+		setClientRateLimitHeaders(w.Header(), cl, time.Now())
+	}
+	stream := streamed(resp)
+	var tap *streamTap
+	if stream && success && isEventStream(resp) {
+		tap = newStreamTap(pr.api.endpoint, pr.injectedUsage)
+		if tap.rewrites() {
+			w.Header().Del("Content-Length")
+		}
+	}
 	w.WriteHeader(resp.StatusCode)
 
-	flush := streamed(resp)
 	rc := http.NewResponseController(w)
-	if flush {
+	if stream {
 		_ = rc.Flush()
+	}
+	var kept *bytes.Buffer // a non-stream answer, for its usage
+	if success && !stream {
+		kept = getBuffer()
+		defer putBuffer(kept)
 	}
 	bufp := copyBufferPool.Get().(*[]byte)
 	defer copyBufferPool.Put(bufp)
 	buf := *bufp
+	clientGone := false
 	for {
 		n, err := resp.Body.Read(buf)
 		if n > 0 {
-			if _, werr := w.Write(buf[:n]); werr != nil {
-				return // the client left; the deferred Close cancels the upstream body
+			chunk := buf[:n]
+			if tap != nil {
+				chunk = tap.feed(chunk)
+			} else if kept != nil && kept.Len()+n <= maxUsageBody {
+				kept.Write(chunk)
 			}
-			if flush {
-				_ = rc.Flush()
+			if len(chunk) > 0 {
+				if _, werr := w.Write(chunk); werr != nil {
+					clientGone = true
+					break // the deferred Close cancels the upstream body
+				}
+				if stream {
+					_ = rc.Flush()
+				}
 			}
 		}
 		if err != nil {
-			return
+			break
 		}
 	}
+	if tap != nil && !clientGone {
+		if rest := tap.close(); len(rest) > 0 {
+			_, _ = w.Write(rest)
+			_ = rc.Flush()
+		}
+	}
+	pr.settle(key, success, tap, kept)
+}
+
+// settle replaces the reservation's estimate by what the answer reported.
+func (pr *proxyRequest) settle(key *poolKey, success bool, tap *streamTap, kept *bytes.Buffer) {
+	if !success {
+		pr.release(key, true, 0)
+		return
+	}
+	var u usage
+	var ok bool
+	switch {
+	case tap != nil:
+		if u, ok = tap.usage(); !ok {
+			// An aborted stream settles on what was seen: the prompt, and
+			// about a token an event (OpenAI streams a token a chunk).
+			u, ok = usage{prompt: pr.promptEst, completion: int64(tap.events)}, true
+			u.total = u.prompt + u.completion
+		}
+	case kept != nil:
+		u, ok = usageOf(kept.Bytes())
+	}
+	if !ok {
+		// No usage reported (an endpoint without it, an answer too large to
+		// keep): the estimate stands.
+		pr.release(key, true, pr.cost)
+		return
+	}
+	pr.release(key, true, u.total)
+	key.state.tokensIn.Add(u.prompt)
+	key.state.tokensOut.Add(u.completion)
+	tokensTotal.WithLabelValues(key.upstream.Name, key.id, "prompt").Add(float64(u.prompt))
+	tokensTotal.WithLabelValues(key.upstream.Name, key.id, "completion").Add(float64(u.completion))
+	pr.repl.Set(phPromptTokens, strconv.FormatInt(u.prompt, 10))
+	pr.repl.Set(phCompletionTokens, strconv.FormatInt(u.completion, 10))
 }
 
 // streamed applies reverse_proxy's rule for flushing at once: server-sent
 // events, and any body of unknown length.
 func streamed(resp *http.Response) bool {
-	if resp.ContentLength == -1 {
-		return true
-	}
+	return resp.ContentLength == -1 || isEventStream(resp)
+}
+
+func isEventStream(resp *http.Response) bool {
 	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
 	return mt == "text/event-stream"
 }

@@ -5,8 +5,8 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"strconv"
 	"sync"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -19,6 +19,10 @@ const (
 	phKey      = "http.openai_relay.key"
 	phModel    = "http.openai_relay.model"
 	phRetries  = "http.openai_relay.retries"
+	phQueueMS  = "http.openai_relay.queue_ms"
+
+	phPromptTokens     = "http.openai_relay.prompt_tokens"
+	phCompletionTokens = "http.openai_relay.completion_tokens"
 )
 
 // ServeHTTP relays one request. The relay is a terminal handler: it answers
@@ -67,7 +71,14 @@ func (rl *Relay) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 		return nil
 	}
 
-	pr := &proxyRequest{rl: rl, client: client, req: r, api: ar, route: route, repl: repl}
+	pr := &proxyRequest{
+		rl: rl, client: client, req: r, api: ar, route: route, repl: repl,
+		priority:      requestPriority(client, r.Header),
+		deadline:      time.Now().Add(time.Duration(rl.MaxWait)),
+		promptEst:     rl.estimatePrompt(ar),
+		injectedUsage: ar.needsUsageOption(),
+	}
+	pr.cost = pr.promptEst + rl.completionAllowance(ar)
 	pr.serve(w)
 	return nil
 }
@@ -163,5 +174,3 @@ func (rl *Relay) route(c *Client, model string) routeSet {
 	}
 	return rs
 }
-
-func itoa(n int) string { return strconv.Itoa(n) }

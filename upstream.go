@@ -66,9 +66,15 @@ type Upstream struct {
 	Keys []*Key `json:"keys,omitempty"`
 
 	// KeysFile names a file read at provision time, one key per line:
-	// `<secret> [weight=N]`. Empty lines and lines starting with # are
-	// skipped. Default: none.
+	// `<secret> [weight=N] [name=ID] [rpm=N] [tpm=N] [rpd=N] [tpd=N]
+	// [max_concurrent=N] [limit_group=NAME]`. Empty lines and lines starting
+	// with # are skipped. Default: none.
 	KeysFile string `json:"keys_file,omitempty"`
+
+	// Limits are the default limits of every key of this upstream; each
+	// key may override them. Default: none (learned from the upstream's
+	// x-ratelimit-* headers).
+	Limits
 
 	base      *url.URL
 	transport http.RoundTripper
@@ -88,6 +94,16 @@ type Key struct {
 
 	// Weight is the key's share among the keys of its upstream. Default: 1.
 	Weight int `json:"weight,omitempty"`
+
+	// LimitGroup names a set of limits shared by the keys of one upstream
+	// that carry the same group: OpenAI limits an organisation, not a key,
+	// so several keys of one organisation share one budget. The group's
+	// limits are those set on its keys (they must not disagree) or the
+	// upstream's. Default: none (the key has limits of its own).
+	LimitGroup string `json:"limit_group,omitempty"`
+
+	// Limits are this key's limits; unset ones come from the upstream.
+	Limits
 }
 
 // provision resolves the upstream's URL, transport and keys.
@@ -237,22 +253,46 @@ func readKeysFile(filename string) ([]*Key, error) {
 			if !ok {
 				return nil, fmt.Errorf("%s:%d: option %q is not name=value", filename, line, opt)
 			}
-			switch name {
-			case "weight":
-				n, err := strconv.Atoi(value)
-				if err != nil || n <= 0 {
-					return nil, fmt.Errorf("%s:%d: weight must be a positive integer", filename, line)
-				}
-				k.Weight = n
-			case "name":
-				k.Name = value
-			default:
-				return nil, fmt.Errorf("%s:%d: unknown option %q", filename, line, name)
+			if err := k.setOption(name, value); err != nil {
+				return nil, fmt.Errorf("%s:%d: %v", filename, line, err)
 			}
 		}
 		keys = append(keys, k)
 	}
 	return keys, sc.Err()
+}
+
+// setOption sets a key option given as name=value in a keys file.
+func (k *Key) setOption(name, value string) error {
+	if name == "name" {
+		k.Name = value
+		return nil
+	}
+	if name == "limit_group" {
+		k.LimitGroup = value
+		return nil
+	}
+	n, err := strconv.ParseInt(value, 10, 64)
+	if err != nil || n < 0 || (name == "weight" && n == 0) {
+		return fmt.Errorf("%s must be a positive integer, got %q", name, value)
+	}
+	switch name {
+	case "weight":
+		k.Weight = int(n)
+	case "rpm":
+		k.RPM = n
+	case "tpm":
+		k.TPM = n
+	case "rpd":
+		k.RPD = n
+	case "tpd":
+		k.TPD = n
+	case "max_concurrent":
+		k.MaxConcurrent = n
+	default:
+		return fmt.Errorf("unknown option %q", name)
+	}
+	return nil
 }
 
 // keyFingerprint names a key without revealing it: the prefix up to its first

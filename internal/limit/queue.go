@@ -56,7 +56,11 @@ type waiter struct {
 	retryAt time.Time
 	leaving bool // the request gave up while its try was running
 	granted bool
-	panicV  any // what its try panicked with, re-panicked in the waiting goroutine
+	// deadline is when the request gives up; a try whose retry time is later
+	// ends the wait at once, since waiting could not help.
+	deadline time.Time
+	hopeless bool
+	panicV   any // what its try panicked with, re-panicked in the waiting goroutine
 }
 
 // Queue holds requests that wait for capacity, ordered by priority (higher
@@ -124,7 +128,8 @@ func (q *Queue) nudge() {
 // the caller then owns what try took, even if ctx is done by then. It returns
 // ctx.Err() as soon as ctx is done (the request leaves the queue at once; a
 // try already running is waited for, and counts if it succeeds), and a
-// *DeadlineError (errors.Is(err, ErrDeadline)) when deadline passes; the zero
+// *DeadlineError (errors.Is(err, ErrDeadline)) when deadline passes, or as
+// soon as a try says it could not succeed before the deadline; the zero
 // deadline means none. If try panics, Wait panics with the same value.
 //
 // The queue never runs two waiters' tries at once, but a newcomer's first try
@@ -147,7 +152,7 @@ func (q *Queue) Wait(ctx context.Context, priority int, deadline time.Time, try 
 			return 0, nil
 		}
 		tried = true
-		if expired {
+		if expired || beyond(at, deadline) {
 			return 0, &DeadlineError{RetryAt: at}
 		}
 	}
@@ -163,7 +168,7 @@ func (q *Queue) Wait(ctx context.Context, priority int, deadline time.Time, try 
 		return time.Since(start), ErrQueueFull
 	}
 	q.seq++
-	w := &waiter{prio: priority, seq: q.seq, try: try, done: make(chan struct{}), retryAt: at}
+	w := &waiter{prio: priority, seq: q.seq, try: try, done: make(chan struct{}), retryAt: at, deadline: deadline}
 	i, _ := slices.BinarySearchFunc(q.ws, w, compareWaiters)
 	q.ws = slices.Insert(q.ws, i, w)
 	q.n.Add(1)
@@ -244,7 +249,7 @@ func (q *Queue) outcome(w *waiter, start time.Time, reason error) (time.Duration
 	if w.granted {
 		return waited, nil
 	}
-	if reason == ErrDeadline {
+	if reason == ErrDeadline || w.hopeless {
 		return waited, &DeadlineError{RetryAt: w.retryAt}
 	}
 	return waited, reason
@@ -388,9 +393,10 @@ func (q *Queue) round(all bool) {
 
 		q.mu.Lock()
 		w.retryAt = at
-		if ok || p != nil || w.leaving {
+		if ok || p != nil || w.leaving || beyond(at, w.deadline) {
 			q.removeLocked(w)
 			w.granted, w.panicV = ok, p
+			w.hopeless = !ok && p == nil && !w.leaving
 			close(w.done)
 		} else {
 			w.state = waiting
@@ -398,6 +404,13 @@ func (q *Queue) round(all bool) {
 		}
 		q.mu.Unlock()
 	}
+}
+
+// beyond reports whether a retry time is past the deadline, so that waiting
+// cannot help (a zero retry time means "after a release", which can come at
+// any moment).
+func beyond(retryAt, deadline time.Time) bool {
+	return !retryAt.IsZero() && !deadline.IsZero() && retryAt.After(deadline)
 }
 
 // runTry calls try, turning a panic into a value to hand to the waiter, so

@@ -485,3 +485,45 @@ func TestQueueNoLeak(t *testing.T) {
 	eventually(t, "the queue to go idle", q.idle)
 	eventually(t, "goroutines to exit", func() bool { return runtime.NumGoroutine() <= before })
 }
+
+func TestQueueGivesUpWhenRetryIsPastDeadline(t *testing.T) {
+	q := NewQueue(0)
+	deadline := time.Now().Add(time.Hour)
+	late := deadline.Add(time.Hour)
+	start := time.Now()
+	_, err := q.Wait(context.Background(), 0, deadline, func(time.Time) (time.Time, bool) { return late, false })
+	var de *DeadlineError
+	if !errors.As(err, &de) || !de.RetryAt.Equal(late) {
+		t.Fatalf("got %v; want a DeadlineError at once", err)
+	}
+	if time.Since(start) > 5*time.Second || q.Len() != 0 {
+		t.Fatalf("waited %v, queue length %d", time.Since(start), q.Len())
+	}
+
+	// A queued waiter whose later try reports a retry time past its deadline
+	// leaves at once too.
+	calls := 0
+	done := make(chan error, 1)
+	go func() {
+		_, err := q.Wait(context.Background(), 0, deadline, func(time.Time) (time.Time, bool) {
+			calls++
+			if calls == 1 {
+				return time.Time{}, false // wait for a release
+			}
+			return late, false
+		})
+		done <- err
+	}()
+	for q.Len() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	q.Notify()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrDeadline) {
+			t.Fatalf("got %v; want ErrDeadline", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the waiter did not give up")
+	}
+}

@@ -1,0 +1,257 @@
+package openairelay
+
+import (
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyrelay/openairelay/internal/limit"
+)
+
+// acquire chooses the key for the next attempt and reserves the request's
+// estimated cost on it and on the client. When no key has room, the request
+// waits in the queue, by priority then arrival, until one has, or until
+// max_wait: then it gets 429 with Retry-After.
+func (pr *proxyRequest) acquire() (*poolKey, *apiError) {
+	if !pr.anyKeyLeft() {
+		return nil, errNoKeys()
+	}
+	var got *poolKey
+	try := func(now time.Time) (time.Time, bool) {
+		k, retryAt := pr.tryAcquire(now)
+		got = k
+		return retryAt, k != nil
+	}
+	waited, err := pr.rl.queue.Wait(pr.req.Context(), pr.priority, pr.deadline, try)
+	pr.queued += waited
+	if waited > 0 {
+		queueWait.Observe(waited.Seconds())
+	}
+	switch {
+	case err == nil:
+		return got, nil
+	case errors.Is(err, limit.ErrQueueFull):
+		return nil, errNoCapacity(time.Second, "the relay's queue is full.")
+	case errors.Is(err, limit.ErrDeadline):
+		wait := time.Second
+		if de, ok := errors.AsType[*limit.DeadlineError](err); ok && !de.RetryAt.IsZero() {
+			wait = max(time.Until(de.RetryAt), time.Second)
+		}
+		return nil, errNoCapacity(wait, pr.capacityReason())
+	default:
+		return nil, nil // the client left
+	}
+}
+
+// capacityReason says what the request waited for, for the 429 message.
+func (pr *proxyRequest) capacityReason() string {
+	if pr.clientLimited {
+		return "this client's own rate limit is reached."
+	}
+	return "no upstream key has capacity for this request within the wait limit."
+}
+
+// anyKeyLeft reports whether the route has a key that is not retired: with
+// none, waiting cannot help.
+func (pr *proxyRequest) anyKeyLeft() bool {
+	for ti, t := range pr.route.tiers {
+		for ui, keys := range t.keys {
+			if !pr.route.eligible[ti][ui] {
+				continue
+			}
+			for _, k := range keys {
+				if !k.state.retired() {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// tryAcquire makes one attempt to take capacity at now: the client's limits
+// first, then the tiers in order. A higher tier is tried only when no key of
+// the lower tiers can serve before the request's deadline. It returns the
+// key with the reservation held in pr.reservation, or the earliest time one
+// could succeed (zero: after some release).
+func (pr *proxyRequest) tryAcquire(now time.Time) (*poolKey, time.Time) {
+	if cl := pr.client.limiter; cl != nil {
+		if at, ok := cl.Check(now, pr.cost); !ok {
+			pr.clientLimited = true
+			return nil, at
+		}
+	}
+	pr.clientLimited = false
+	var earliest time.Time
+	for ti, t := range pr.route.tiers {
+		k, at := pr.tryTier(now, t, pr.route.eligible[ti])
+		if k != nil {
+			return k, time.Time{}
+		}
+		if at.IsZero() || !at.After(pr.deadline) {
+			// This tier can serve within the wait budget: wait for it
+			// rather than fall back.
+			return nil, at
+		}
+		if earliest.IsZero() || at.Before(earliest) {
+			earliest = at
+		}
+	}
+	return nil, earliest
+}
+
+// neverTime stands for "no key of this tier can serve" in retry times.
+var neverTime = time.Unix(1<<40, 0)
+
+// tryTier tries the tier's eligible upstreams by weight, and within each the
+// balance policy's keys. Keys that failed this request are avoided while
+// others can serve, and after a server error so are the upstreams that gave
+// it.
+func (pr *proxyRequest) tryTier(now time.Time, t *tier, eligible []bool) (*poolKey, time.Time) {
+	if at, ok := t.saturated(pr.cost, eligible, now); ok {
+		return nil, at
+	}
+	gen := capacityGen.Load()
+	passes := [...]struct{ keys, upstreams bool }{{true, true}, {true, false}, {false, false}}
+	first := 0
+	if len(pr.tried) == 0 && len(pr.failedUp) == 0 {
+		first = len(passes) - 1 // nothing to avoid: one pass
+	}
+	for _, avoid := range passes[first:] {
+		if k := pr.tryUpstreams(now, t, eligible, avoid.keys, avoid.upstreams); k != nil {
+			return k, time.Time{}
+		}
+	}
+	at := pr.earliestInTier(now, t, eligible)
+	t.markSaturated(gen, pr.cost, eligible, at)
+	return nil, at
+}
+
+func (pr *proxyRequest) tryUpstreams(now time.Time, t *tier, eligible []bool, avoidKeys, avoidUpstreams bool) *poolKey {
+	var excluded []bool // upstreams found without room during this pass
+	for {
+		ui := t.upSel.pick(len(t.upstreams),
+			func(i int) int { return t.upstreams[i].Weight },
+			func(i int) bool {
+				return eligible[i] && (excluded == nil || !excluded[i]) &&
+					!(avoidUpstreams && containsPtr(pr.failedUp, t.upstreams[i]))
+			})
+		if ui < 0 {
+			return nil
+		}
+		k := t.pickers[ui].pick(now, func(k *poolKey) bool {
+			if avoidKeys && containsPtr(pr.tried, k) {
+				return false
+			}
+			return pr.reserve(now, k)
+		})
+		if k != nil {
+			return k
+		}
+		if excluded == nil {
+			excluded = make([]bool, len(t.upstreams))
+		}
+		excluded[ui] = true
+	}
+}
+
+// reserve takes the request's cost on the key and the client at once.
+func (pr *proxyRequest) reserve(now time.Time, k *poolKey) bool {
+	if k.state.retired() {
+		return false
+	}
+	m, _, ok := limit.ReserveAll(now, pr.cost, k.limiter, pr.client.limiter)
+	if ok {
+		pr.reservation = m
+	}
+	return ok
+}
+
+// earliestInTier is when the first eligible key of the tier could take the
+// request: the zero Time if one only waits for a request in flight to end,
+// neverTime if every key is retired.
+func (pr *proxyRequest) earliestInTier(now time.Time, t *tier, eligible []bool) time.Time {
+	earliest := neverTime
+	for ui, keys := range t.keys {
+		if !eligible[ui] {
+			continue
+		}
+		for _, k := range keys {
+			if k.state.retired() {
+				continue
+			}
+			at, ok := k.limiter.Check(now, pr.cost)
+			if ok || at.IsZero() {
+				return time.Time{}
+			}
+			if at.Before(earliest) {
+				earliest = at
+			}
+		}
+	}
+	return earliest
+}
+
+// capacityGen counts releases of capacity anywhere (a reservation settled or
+// cancelled, a key restored, a cool-down lifted).
+var capacityGen atomic.Uint64
+
+// capacityReleased records a release and wakes the queue.
+func (rl *Relay) capacityReleased() {
+	capacityGen.Add(1)
+	queues.notify()
+}
+
+// tierHint remembers that a full search of a tier found no room for a
+// request of some cost and set of eligible upstreams, until some time, so
+// that the queue's retries of many waiting requests do not each scan
+// thousands of keys. Any release of capacity invalidates the hint.
+type tierHint struct {
+	mu       sync.Mutex
+	gen      uint64
+	cost     int64
+	eligible uint64 // bitmask of the eligible upstreams
+	until    time.Time
+	valid    bool
+}
+
+// eligibleMask packs the eligible upstreams into a bitmask; ok is false for
+// tiers of more than 64 upstreams, which get no hints.
+func eligibleMask(eligible []bool) (mask uint64, ok bool) {
+	if len(eligible) > 64 {
+		return 0, false
+	}
+	for i, e := range eligible {
+		if e {
+			mask |= 1 << i
+		}
+	}
+	return mask, true
+}
+
+func (t *tier) saturated(cost int64, eligible []bool, now time.Time) (time.Time, bool) {
+	mask, ok := eligibleMask(eligible)
+	if !ok {
+		return time.Time{}, false
+	}
+	h := &t.hint
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.valid || h.gen != capacityGen.Load() || h.eligible != mask || cost < h.cost ||
+		h.until.IsZero() || !now.Before(h.until) {
+		return time.Time{}, false
+	}
+	return h.until, true
+}
+
+func (t *tier) markSaturated(gen uint64, cost int64, eligible []bool, until time.Time) {
+	mask, ok := eligibleMask(eligible)
+	if !ok {
+		return
+	}
+	h := &t.hint
+	h.mu.Lock()
+	h.gen, h.cost, h.eligible, h.until, h.valid = gen, cost, mask, until, true
+	h.mu.Unlock()
+}
