@@ -161,11 +161,24 @@ func (pr *proxyRequest) reserve(now time.Time, k *poolKey) bool {
 	if k.state.retired() {
 		return false
 	}
-	m, _, ok := limit.ReserveAll(now, pr.cost, k.limiter, pr.client.limiter)
-	if ok {
-		pr.reservation = m
+	learning := false
+	if !k.state.answered.Load() && k.unconfigured {
+		// Nothing known of the key's limits yet: one request at a time
+		// until an answer teaches them.
+		if !k.state.learning.CompareAndSwap(false, true) {
+			return false
+		}
+		learning = true
 	}
-	return ok
+	m, _, ok := limit.ReserveAll(now, pr.cost, k.limiter, pr.client.limiter)
+	if !ok {
+		if learning {
+			k.state.learning.Store(false)
+		}
+		return false
+	}
+	pr.reservation, pr.learning = m, learning
+	return true
 }
 
 // earliestInTier is when the first eligible key of the tier could take the
@@ -183,7 +196,7 @@ func (pr *proxyRequest) earliestInTier(now time.Time, t *tier, eligible []bool) 
 			}
 			at, ok := k.limiter.Check(now, pr.cost)
 			if ok || at.IsZero() {
-				return time.Time{}
+				return time.Time{} // has room, or will after a release
 			}
 			if at.Before(earliest) {
 				earliest = at

@@ -64,6 +64,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		max_wait      <duration>       # default 30s
 //		max_queue     <n>              # default 10000
 //		cooldown      <duration>       # default 10s
+//		probe_backoff <duration>       # first re-probe of a retired key; default 30s
 //		max_body_size <size>           # default 32MiB
 //		token_estimate chars|tokenizer # default chars
 //		default_max_tokens <n>         # completion allowance without max tokens; default 0
@@ -176,6 +177,16 @@ func (rl *Relay) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if rl.TokenEstimate != estimateChars && rl.TokenEstimate != estimateTokenizer {
 				return d.Errf("token_estimate must be %s or %s, got %q", estimateChars, estimateTokenizer, rl.TokenEstimate)
 			}
+
+		case "probe_backoff":
+			if rl.ProbeBackoff != 0 {
+				return d.Err("probe_backoff already specified")
+			}
+			dur, err := parseDurationArg(d)
+			if err != nil {
+				return err
+			}
+			rl.ProbeBackoff = dur
 
 		case "default_max_tokens":
 			if rl.DefaultMaxTokens != 0 {

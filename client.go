@@ -6,6 +6,10 @@ import (
 	"net/http"
 	"path"
 	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/caddyserver/caddy/v2"
 
 	"github.com/caddyrelay/openairelay/internal/limit"
 )
@@ -44,13 +48,43 @@ type Client struct {
 	priority int
 	limiter  *limit.Limiter // nil without limits
 	stateID  string
+	state    *clientState
+}
+
+// clientStates holds every client's counters across reloads, for the admin
+// API, keyed like the client's limiter.
+var clientStates = caddy.NewUsagePool()
+
+// clientState is what the admin API shows of a client.
+type clientState struct {
+	mu       sync.Mutex
+	name     string
+	priority string
+	limiter  *limit.Limiter
+
+	requests atomic.Int64
+}
+
+// Destruct implements caddy.Destructor.
+func (*clientState) Destruct() error { return nil }
+
+func (cs *clientState) set(name, priority string, l *limit.Limiter) {
+	cs.mu.Lock()
+	cs.name, cs.priority, cs.limiter = name, priority, l
+	cs.mu.Unlock()
+}
+
+func (cs *clientState) describe() (name, priority string, l *limit.Limiter) {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	return cs.name, cs.priority, cs.limiter
 }
 
 // upstreamSet is a set of upstream indexes.
 type upstreamSet []bool
 
 // anonymousClient is the client of every request when client_auth is none.
-var anonymousClient = &Client{Name: "anonymous", priority: priorityNormal}
+var anonymousClient = &Client{Name: "anonymous", priority: priorityNormal, state: &clientState{name: "anonymous", priority: "normal"}}
 
 // clientTable finds clients by key. Keys are held only as SHA-256 hashes and
 // looked up by the hash of the presented key. The map's key comparison is not

@@ -35,6 +35,14 @@ type keyState struct {
 	nextProbe     time.Time
 	probeBackoff  time.Duration
 	probing       bool
+	manual        bool // retired through the admin API: not probed
+
+	// answered is set once the key has had an answer from its upstream.
+	// Until then a key without configured limits takes one request at a
+	// time (learning holds the slot), so that a burst cannot overrun limits
+	// the relay has not learned yet.
+	answered atomic.Bool
+	learning atomic.Bool
 
 	requests  atomic.Int64
 	failures  atomic.Int64
@@ -72,44 +80,46 @@ func (ks *keyState) retired() bool {
 	return ks.retiredReason != ""
 }
 
-// Probe backoff: the first probe of a retired key comes after
-// firstProbeDelay, each failed probe doubles the wait up to maxProbeDelay. A
+// Probe backoff: the first probe of a retired key comes after the relay's
+// probe_backoff, each failed probe doubles the wait up to maxProbeDelay. A
 // key retired again soon after a restore keeps its longer backoff, so a key
 // that passes the probe but fails real requests is not hammered.
-const (
-	firstProbeDelay = 30 * time.Second
-	maxProbeDelay   = time.Hour
-)
+const maxProbeDelay = time.Hour
 
 // retire takes the key out of rotation until a probe or the admin API
-// restores it.
-func (ks *keyState) retire(reason string, now time.Time) {
+// restores it; the first probe comes after firstProbe.
+func (ks *keyState) retire(reason string, now time.Time, firstProbe time.Duration) {
 	ks.mu.Lock()
 	defer ks.mu.Unlock()
 	if ks.retiredReason == "" {
 		ks.retiredAt = now
 		if ks.probeBackoff == 0 {
-			ks.probeBackoff = firstProbeDelay
+			ks.probeBackoff = firstProbe
 		}
 		ks.nextProbe = now.Add(ks.probeBackoff)
 	}
 	ks.retiredReason = reason
 }
 
-// restore brings a retired key back into rotation. The probe backoff is
-// kept, and forgotten only by restoreManually.
-func (ks *keyState) restore() {
+// retireManually retires the key until the admin API restores it.
+func (ks *keyState) retireManually(now time.Time) {
 	ks.mu.Lock()
-	ks.retiredReason = ""
-	ks.retiredAt = time.Time{}
-	ks.mu.Unlock()
+	defer ks.mu.Unlock()
+	if ks.retiredReason == "" {
+		ks.retiredAt = now
+	}
+	ks.retiredReason = "retired through the admin API"
+	ks.manual = true
 }
 
+// restoreManually brings the key back, forgets its probe backoff and lifts
+// its cool-down.
 func (ks *keyState) restoreManually() {
 	ks.mu.Lock()
 	ks.retiredReason = ""
 	ks.retiredAt = time.Time{}
 	ks.probeBackoff = 0
+	ks.manual = false
 	ks.mu.Unlock()
 	if l := ks.info().limiter; l != nil {
 		l.CoolDown(time.Time{})
@@ -121,7 +131,7 @@ func (ks *keyState) restoreManually() {
 func (ks *keyState) probeDue(now time.Time) bool {
 	ks.mu.Lock()
 	defer ks.mu.Unlock()
-	if ks.retiredReason == "" || ks.probing || now.Before(ks.nextProbe) {
+	if ks.retiredReason == "" || ks.manual || ks.probing || now.Before(ks.nextProbe) {
 		return false
 	}
 	ks.probing = true
@@ -167,6 +177,9 @@ type poolKey struct {
 
 	limiter   *limit.Limiter // the key's own, or its limit group's
 	limiterID string         // its name in limiterStates
+	// unconfigured is set when no RPM or TPM is configured for the key: its
+	// limits are to be learned from the upstream's headers.
+	unconfigured bool
 }
 
 // keyPoolID names a key's shared state: the upstream URL and a hash of the

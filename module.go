@@ -1,6 +1,7 @@
 package openairelay
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"strings"
@@ -89,6 +90,11 @@ type Relay struct {
 	// Default: 0 (OpenAI's admission then counts the prompt only).
 	DefaultMaxTokens int64 `json:"default_max_tokens,omitempty"`
 
+	// ProbeBackoff is how long after its retirement a key is first probed
+	// (GET /models with that key); each failed probe doubles the wait, up
+	// to an hour. Default: 30s.
+	ProbeBackoff caddy.Duration `json:"probe_backoff,omitempty"`
+
 	clients clientTable
 	keys    []*poolKey
 	tiers   []*tier
@@ -108,11 +114,19 @@ type tier struct {
 }
 
 const (
-	defaultRetries     = 2
-	defaultMaxBodySize = 32 << 20
-	defaultCooldown    = 10 * time.Second
-	defaultMaxWait     = 30 * time.Second
-	defaultMaxQueue    = 10000
+	defaultRetries      = 2
+	defaultMaxBodySize  = 32 << 20
+	defaultCooldown     = 10 * time.Second
+	defaultMaxWait      = 30 * time.Second
+	defaultMaxQueue     = 10000
+	defaultProbeBackoff = 30 * time.Second
+
+	// defaultKeyBurst is the burst of an upstream key's buckets. OpenAI
+	// enforces minute limits over windows of about a second; the relay
+	// holds a tenth less, so that requests reserved together but delayed
+	// unequally on their way (new connections, network jitter) cannot reach
+	// the upstream faster than its window refills.
+	defaultKeyBurst = 900 * time.Millisecond
 )
 
 // CaddyModule returns the Caddy module information.
@@ -144,6 +158,9 @@ func (rl *Relay) Provision(ctx caddy.Context) error {
 	}
 	if rl.MaxQueue == 0 {
 		rl.MaxQueue = defaultMaxQueue
+	}
+	if rl.ProbeBackoff == 0 {
+		rl.ProbeBackoff = caddy.Duration(defaultProbeBackoff)
 	}
 	if rl.Balance == "" {
 		rl.Balance = balanceLeastLoaded
@@ -211,10 +228,13 @@ func (rl *Relay) provisionClients(repl *caddy.Replacer, upstreamIndex map[string
 		if err := c.Limits.validate(); err != nil {
 			return fmt.Errorf("client %s: %v", c.Name, err)
 		}
+		c.stateID = "client:" + c.Name + "#" + keyPoolID("", strings.Join(resolved, "\n"))
 		if c.Limits != (Limits{}) {
-			c.stateID = "client:" + c.Name + "#" + keyPoolID("", strings.Join(resolved, "\n"))
 			c.limiter = loadLimiter(c.stateID, c.Limits)
 		}
+		state, _ := clientStates.LoadOrStore(c.stateID, &clientState{})
+		c.state = state.(*clientState)
+		c.state.set(c.Name, cmp.Or(c.Priority, "normal"), c.limiter)
 		if len(c.Upstreams) > 0 {
 			c.allowed = make(upstreamSet, len(rl.Upstreams))
 			for _, name := range c.Upstreams {
@@ -276,13 +296,14 @@ func (rl *Relay) provisionKeys(repl *caddy.Replacer) error {
 				weight:   max(k.Weight, 1),
 				poolID:   keyPoolID(u.base.String(), secret),
 			}
+			lim := k.Limits.orDefaults(u.Limits).orDefaults(Limits{Burst: caddy.Duration(defaultKeyBurst)})
+			pk.limiterID = "key:" + pk.poolID
 			if k.LimitGroup != "" {
+				lim = groups[k.LimitGroup]
 				pk.limiterID = "group:" + u.base.String() + "#" + k.LimitGroup
-				pk.limiter = loadLimiter(pk.limiterID, groups[k.LimitGroup])
-			} else {
-				pk.limiterID = "key:" + pk.poolID
-				pk.limiter = loadLimiter(pk.limiterID, k.Limits.orDefaults(u.Limits))
 			}
+			pk.limiter = loadLimiter(pk.limiterID, lim)
+			pk.unconfigured = lim.RPM == 0 && lim.TPM == 0
 			state, _ := keyStates.LoadOrStore(pk.poolID, &keyState{})
 			pk.state = state.(*keyState)
 			pk.state.describe(id, u.Name, k.LimitGroup, pk.limiter)
@@ -320,7 +341,7 @@ func groupLimits(u *Upstream) (map[string]Limits, error) {
 		groups[k.LimitGroup] = merged
 	}
 	for name, g := range groups {
-		groups[name] = g.orDefaults(u.Limits)
+		groups[name] = g.orDefaults(u.Limits).orDefaults(Limits{Burst: caddy.Duration(defaultKeyBurst)})
 	}
 	return groups, nil
 }
@@ -393,6 +414,9 @@ func (rl *Relay) Cleanup() error {
 	for _, c := range rl.Clients {
 		if c.limiter != nil {
 			_, _ = limiterStates.Delete(c.stateID)
+		}
+		if c.state != nil {
+			_, _ = clientStates.Delete(c.stateID)
 		}
 	}
 	if rl.queue != nil {

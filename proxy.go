@@ -37,6 +37,7 @@ type proxyRequest struct {
 	queued        time.Duration // time spent waiting for capacity
 
 	reservation   limit.Multi // held for the attempt in progress
+	learning      bool        // the attempt holds its key's learning slot
 	clientLimited bool        // the last try failed on the client's own limits
 
 	tried    []*poolKey  // keys that failed this request
@@ -149,6 +150,7 @@ func (pr *proxyRequest) attempt(w http.ResponseWriter, key *poolKey) (*failure, 
 	key.state.observeLatency(elapsed)
 	now := time.Now()
 	key.limiter.Learn(now, resp.Header)
+	key.state.answered.Store(true)
 
 	oc := classify(resp.StatusCode)
 	switch oc {
@@ -183,7 +185,7 @@ func (pr *proxyRequest) attempt(w http.ResponseWriter, key *poolKey) (*failure, 
 	case outcomeDeadKey:
 		pr.release(key, false, 0)
 		reason := deadReason(resp.StatusCode, body)
-		key.state.retire(reason, now)
+		key.state.retire(reason, now, time.Duration(pr.rl.ProbeBackoff))
 		keyRetirements.WithLabelValues(u.Name, key.id).Inc()
 		pr.rl.logger.Warn("upstream key retired",
 			zap.String("upstream", u.Name), zap.String("key", key.id), zap.String("reason", reason))
@@ -208,6 +210,10 @@ func (pr *proxyRequest) release(key *poolKey, handled bool, tokens int64) {
 		pr.reservation.Cancel(now)
 	}
 	pr.reservation = limit.Multi{}
+	if pr.learning {
+		key.state.learning.Store(false)
+		pr.learning = false
+	}
 	pr.rl.capacityReleased()
 }
 

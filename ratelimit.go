@@ -35,7 +35,9 @@ type Limits struct {
 
 	// Burst is the window whose worth of RPM and TPM a bucket holds: OpenAI
 	// enforces minute limits over shorter windows, so a full minute's worth
-	// at once would be refused. Default: 1s.
+	// at once would be refused. Default: 900ms for upstream keys (a tenth
+	// below OpenAI's one-second window, as a margin for network jitter), 1s
+	// for clients.
 	Burst caddy.Duration `json:"burst,omitempty"`
 }
 
@@ -129,19 +131,22 @@ func requestPriority(c *Client, h http.Header) int {
 
 // setClientRateLimitHeaders reports the client's own limits in OpenAI's
 // headers, so SDKs and clients that pace themselves by them see the limits
-// that apply to them, not those of an upstream key.
+// that apply to them, not those of an upstream key. As OpenAI's do, the
+// figures are per minute: remaining is the limit less what is consumed and
+// not yet refilled, and reset the time until the bucket is full again.
 func setClientRateLimitHeaders(h http.Header, l *limit.Limiter, now time.Time) {
 	st := l.Status(now)
-	if st.Limits.RPM > 0 {
-		h.Set("X-Ratelimit-Limit-Requests", strconv.FormatInt(st.Limits.RPM, 10))
-		h.Set("X-Ratelimit-Remaining-Requests", strconv.FormatInt(max(st.RemainingRequests, 0), 10))
-		h.Set("X-Ratelimit-Reset-Requests", formatReset(st.ResetRequests))
+	set := func(kind string, limit int64, backlog time.Duration) {
+		if limit <= 0 {
+			return
+		}
+		used := (int64(backlog)*limit + int64(time.Minute) - 1) / int64(time.Minute)
+		h.Set("X-Ratelimit-Limit-"+kind, strconv.FormatInt(limit, 10))
+		h.Set("X-Ratelimit-Remaining-"+kind, strconv.FormatInt(max(limit-used, 0), 10))
+		h.Set("X-Ratelimit-Reset-"+kind, formatReset(backlog))
 	}
-	if st.Limits.TPM > 0 {
-		h.Set("X-Ratelimit-Limit-Tokens", strconv.FormatInt(st.Limits.TPM, 10))
-		h.Set("X-Ratelimit-Remaining-Tokens", strconv.FormatInt(max(st.RemainingTokens, 0), 10))
-		h.Set("X-Ratelimit-Reset-Tokens", formatReset(st.ResetTokens))
-	}
+	set("Requests", st.Limits.RPM, st.ResetRequests)
+	set("Tokens", st.Limits.TPM, st.ResetTokens)
 }
 
 // formatReset writes a duration as OpenAI does: "1s", "6m0s", "20ms".

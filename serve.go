@@ -39,6 +39,7 @@ func (rl *Relay) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 		return nil
 	}
 	repl.Set(phClient, client.Name)
+	client.state.requests.Add(1)
 
 	endpoint, ok := apiEndpoint(r.URL.Path)
 	if !ok {
