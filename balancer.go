@@ -85,11 +85,9 @@ const samples = 3
 type weightedRandom struct{ weighted }
 
 func (p *weightedRandom) pick(_ time.Time, try func(*poolKey) bool) *poolKey {
-	if len(p.keys) > samples {
-		for range samples {
-			if k := p.draw(); try(k) {
-				return k
-			}
+	for range samples {
+		if k := p.draw(); try(k) {
+			return k
 		}
 	}
 	return p.scan(try)

@@ -220,7 +220,7 @@ func TestE2EClientLimitsAndHeaders(t *testing.T) {
 
 func adminGet(t *testing.T, path string, v any) {
 	t.Helper()
-	resp, err := http.Get("http://localhost:2999" + path)
+	resp, err := http.Get(adminBase + path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -340,7 +340,7 @@ func TestE2EAdminRetireRestore(t *testing.T) {
 	}
 	idA := findKey(t, "adm", "sk-…aaaa").ID
 	post := func(path string) int {
-		resp, err := http.Post("http://localhost:2999"+path, "application/json", nil)
+		resp, err := http.Post(adminBase+path, "application/json", nil)
 		if err != nil {
 			t.Fatal(err)
 		}

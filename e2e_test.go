@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -25,7 +26,21 @@ import (
 // the fake OpenAI upstream, and drive it with the official Go SDK. Key state
 // survives reloads by design, so every test uses keys of its own.
 
-const relayBase = "http://localhost:9080/v1"
+// The ports can be moved with E2E_HTTP_PORT and E2E_ADMIN_PORT, so that two
+// test processes on one machine do not collide.
+var (
+	httpPort  = envOr("E2E_HTTP_PORT", "9080")
+	adminPort = envOr("E2E_ADMIN_PORT", "2999")
+	relayBase = "http://localhost:" + httpPort + "/v1"
+	adminBase = "http://localhost:" + adminPort
+)
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
 
 var logDir string
 
@@ -59,8 +74,8 @@ func startRelay(t *testing.T, fake *fakeopenai.Server, relayBlock string) *e2e {
 	logFile := filepath.Join(logDir, strings.ReplaceAll(t.Name(), "/", "_")+".log")
 	block := strings.ReplaceAll(relayBlock, "{UPSTREAM}", fake.URL())
 	config := fmt.Sprintf(`{
-	admin localhost:2999
-	http_port 9080
+	admin localhost:%[3]s
+	http_port %[4]s
 	https_port 9443
 	skip_install_trust
 	log {
@@ -68,7 +83,7 @@ func startRelay(t *testing.T, fake *fakeopenai.Server, relayBlock string) *e2e {
 		level DEBUG
 	}
 }
-http://localhost:9080 {
+http://localhost:%[4]s {
 	log {
 		output file %[1]s
 	}
@@ -76,8 +91,9 @@ http://localhost:9080 {
 %[2]s
 	}
 }
-`, logFile, block)
-	tester := caddytest.NewTester(t)
+`, logFile, block, adminPort, httpPort)
+	port, _ := strconv.Atoi(adminPort)
+	tester := caddytest.NewTester(t).WithDefaultOverrides(caddytest.Config{AdminPort: port})
 	tester.InitServer(config, "caddyfile")
 	return &e2e{t: t, fake: fake, tester: tester, logFile: logFile}
 }
