@@ -160,4 +160,3 @@ func BenchmarkSelection(b *testing.B) {
 		}
 	}
 }
-

@@ -265,10 +265,13 @@ func chatChoiceChunks(raw []byte, pos int, chunk func([]byte)) error {
 	d := appendKey([]byte{'{'}, "role")
 	d = append(d, orDefault(get(msg, "role"), `"assistant"`)...)
 	d = appendKey(d, "content")
-	if v := get(msg, "content"); v != nil && v[0] == '"' {
-		d = append(d, `""`...)
-	} else {
+	switch v := get(msg, "content"); {
+	case isNull(v):
 		d = append(d, "null"...)
+	case v[0] == '"':
+		d = append(d, `""`...)
+	default:
+		d = append(d, v...) // content parts from a compatible server: sent whole
 	}
 	d = append(appendKey(d, "refusal"), "null"...)
 	for _, f := range msg {

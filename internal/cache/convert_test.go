@@ -743,3 +743,17 @@ func BenchmarkSSEToChat(b *testing.B) {
 		}
 	}
 }
+
+func TestChatContentParts(t *testing.T) {
+	body := `{"id":"x","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,
+		"message":{"role":"assistant","content":[{"type":"text","text":"hi"}],"refusal":null},"logprobs":null,"finish_reason":"stop"}]}`
+	sse, err := ChatToSSE([]byte(body), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := SSEToChat(sse)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameJSON(t, back, []byte(body))
+}

@@ -12,6 +12,9 @@
 //	if !leader { /* f.Follow(ctx), then copy fl.Next until io.EOF */ }
 //	/* leader: f.Start, f.Write..., store.Set(ctx, k, entry, ttl), f.Finish */
 //
+// An entry stored in the other form (stream vs non-stream) is served through ToSSE or
+// FromSSE; when those fail with ErrNotConvertible the handler treats it as a miss.
+//
 // A cache hit costs no upstream call, so it uses no key capacity; the handler counts it
 // as a request for the client's own limits but charges no tokens.
 package cache
