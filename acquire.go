@@ -177,7 +177,9 @@ func (pr *proxyRequest) reserve(now time.Time, k *poolKey) bool {
 		}
 		return false
 	}
+	pr.resMu.Lock()
 	pr.reservation, pr.learning = m, learning
+	pr.resMu.Unlock()
 	return true
 }
 

@@ -23,6 +23,8 @@ func init() {
 //	GET  /openai_relay/clients              every client: limits and remaining
 //	POST /openai_relay/keys/<id>/retire     take a key out of rotation
 //	POST /openai_relay/keys/<id>/restore    bring a retired or cooling key back
+//	GET  /openai_relay/cache                entries, bytes and hit ratio of the caches
+//	DELETE /openai_relay/cache              empty the caches
 //
 // It reads the package-level state shared by every relay handler, so it
 // shows every site's keys and needs no config. No secret is ever shown.
@@ -42,6 +44,7 @@ func (a adminAPI) Routes() []caddy.AdminRoute {
 		{Pattern: "/openai_relay/keys", Handler: caddy.AdminHandlerFunc(a.handleKeys)},
 		{Pattern: "/openai_relay/keys/", Handler: caddy.AdminHandlerFunc(a.handleKeyAction)},
 		{Pattern: "/openai_relay/clients", Handler: caddy.AdminHandlerFunc(a.handleClients)},
+		{Pattern: "/openai_relay/cache", Handler: caddy.AdminHandlerFunc(a.handleCache)},
 	}
 }
 
@@ -176,6 +179,36 @@ func (adminAPI) handleClients(w http.ResponseWriter, r *http.Request) error {
 	})
 	slices.SortFunc(views, func(a, b clientView) int { return strings.Compare(a.Name, b.Name) })
 	return writeJSON(w, views)
+}
+
+// cacheView is the response caches as the admin API shows them.
+type cacheView struct {
+	Entries   int64   `json:"entries"`
+	Bytes     int64   `json:"bytes"`
+	Hits      uint64  `json:"hits"`
+	Misses    uint64  `json:"misses"`
+	HitRatio  float64 `json:"hit_ratio"`
+	Evictions uint64  `json:"evictions"`
+	Expired   uint64  `json:"expired"`
+}
+
+func (adminAPI) handleCache(w http.ResponseWriter, r *http.Request) error {
+	switch r.Method {
+	case http.MethodGet:
+	case http.MethodDelete:
+		cacheStores.Range(func(_, v any) bool {
+			v.(*sharedStore).store.Purge(r.Context())
+			return true
+		})
+	default:
+		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("method not allowed: use GET or DELETE")}
+	}
+	st := cacheStats()
+	v := cacheView{Entries: st.Entries, Bytes: st.Bytes, Hits: st.Hits, Misses: st.Misses, Evictions: st.Evictions, Expired: st.Expired}
+	if lookups := st.Hits + st.Misses; lookups > 0 {
+		v.HitRatio = float64(st.Hits) / float64(lookups)
+	}
+	return writeJSON(w, v)
 }
 
 func writeJSON(w http.ResponseWriter, v any) error {

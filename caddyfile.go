@@ -68,6 +68,15 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		max_body_size <size>           # default 32MiB
 //		token_estimate chars|tokenizer # default chars
 //		default_max_tokens <n>         # completion allowance without max tokens; default 0
+//
+//		cache [memory] {
+//			ttl           <duration>       # default 1h
+//			max_size      <size>           # default 256MiB
+//			max_entry     <size>           # default 4MiB
+//			scope         client|global    # default client
+//			ignore_fields <field...>
+//			paths         <path...>        # default chat/completions completions embeddings responses moderations
+//		}
 //	}
 //
 // The short form `upstream <name> <url> { ... }` gives the URL on the
@@ -177,6 +186,16 @@ func (rl *Relay) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if rl.TokenEstimate != estimateChars && rl.TokenEstimate != estimateTokenizer {
 				return d.Errf("token_estimate must be %s or %s, got %q", estimateChars, estimateTokenizer, rl.TokenEstimate)
 			}
+
+		case "cache":
+			if rl.Cache != nil {
+				return d.Err("cache already specified")
+			}
+			c, err := parseCache(d)
+			if err != nil {
+				return err
+			}
+			rl.Cache = c
 
 		case "probe_backoff":
 			if rl.ProbeBackoff != 0 {
@@ -424,6 +443,65 @@ func parseKey(d *caddyfile.Dispenser) (*Key, error) {
 		}
 	}
 	return k, nil
+}
+
+func parseCache(d *caddyfile.Dispenser) (*CacheConfig, error) {
+	c := new(CacheConfig)
+	if d.NextArg() {
+		c.Store = d.Val()
+		if c.Store != "memory" {
+			return nil, d.Errf("cache store %q is not available: use memory", c.Store)
+		}
+	}
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "ttl":
+			dur, err := parseDurationArg(d)
+			if err != nil {
+				return nil, err
+			}
+			c.TTL = dur
+		case "max_size":
+			n, err := parseSizeArg(d)
+			if err != nil {
+				return nil, err
+			}
+			c.MaxSize = n
+		case "max_entry":
+			n, err := parseSizeArg(d)
+			if err != nil {
+				return nil, err
+			}
+			c.MaxEntry = n
+		case "scope":
+			if !d.Args(&c.Scope) || d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			if c.Scope != "client" && c.Scope != "global" {
+				return nil, d.Errf("cache scope must be client or global, got %q", c.Scope)
+			}
+		case "ignore_fields":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return nil, d.ArgErr()
+			}
+			c.IgnoreFields = append(c.IgnoreFields, args...)
+		case "paths":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return nil, d.ArgErr()
+			}
+			c.Paths = append(c.Paths, args...)
+		case "semantic":
+			return nil, d.Err("cache semantic is not available in this version: only identical requests (after canonicalisation) are answered from the cache")
+		default:
+			return nil, d.Errf("unrecognized cache option '%s'", d.Val())
+		}
+	}
+	return c, nil
 }
 
 // parseLimit reads a limit option (rpm, tpm, rpd, tpd, max_concurrent,

@@ -20,23 +20,31 @@ import (
 	"github.com/caddyrelay/openairelay/internal/fakeopenai"
 )
 
-// burst sends n chat requests at once through the relay and returns how
-// many failed and how long the whole burst took.
-func burst(t *testing.T, client openai.Client, n int, prompt string, maxTokens int64) (failed int, elapsed time.Duration) {
+// burst sends n chat requests through the relay from `workers` goroutines,
+// each sending its next request as soon as its last one is answered (so the
+// offered load stays far above the pool's capacity), and returns how many
+// failed and how long the whole burst took. workers <= 0 sends all n at once.
+func burst(t *testing.T, client openai.Client, n int, prompt string, maxTokens int64, workers ...int) (failed int, elapsed time.Duration) {
 	t.Helper()
+	w := n
+	if len(workers) > 0 && workers[0] > 0 {
+		w = min(workers[0], n)
+	}
 	var wg sync.WaitGroup
-	var errs atomic.Int64
+	var errs, next atomic.Int64
 	var firstErr atomic.Value
 	start := time.Now()
-	for range n {
+	for range w {
 		wg.Go(func() {
-			p := chatParams(prompt)
-			if maxTokens > 0 {
-				p.MaxTokens = openai.Int(maxTokens)
-			}
-			if _, err := client.Chat.Completions.New(context.Background(), p); err != nil {
-				errs.Add(1)
-				firstErr.CompareAndSwap(nil, err.Error())
+			for next.Add(1) <= int64(n) {
+				p := chatParams(prompt)
+				if maxTokens > 0 {
+					p.MaxTokens = openai.Int(maxTokens)
+				}
+				if _, err := client.Chat.Completions.New(context.Background(), p); err != nil {
+					errs.Add(1)
+					firstErr.CompareAndSwap(nil, err.Error())
+				}
 			}
 		})
 	}
@@ -73,7 +81,8 @@ func TestE2EBurstWithConfiguredLimitsNeverGets429(t *testing.T) {
 		upstream pool {UPSTREAM} {
 			rpm 1200
 `+keyLines+`		}`)
-	failed, elapsed := burst(t, sdk("rk-burst-client"), requests, "hi", 0)
+	// 100 clients keep sending, five times the pool's capacity a second.
+	failed, elapsed := burst(t, sdk("rk-burst-client"), requests, "hi", 0, 100)
 	if failed > 0 {
 		t.Errorf("%d of %d requests failed", failed, requests)
 	}
@@ -103,7 +112,7 @@ func TestE2ELearnedLimitsKeep429sRare(t *testing.T) {
 		upstream pool {UPSTREAM} {
 `+keyLines+`		}
 		retries 5`)
-	failed, elapsed := burst(t, sdk("rk-learn-client"), requests, "hi", 0)
+	failed, elapsed := burst(t, sdk("rk-learn-client"), requests, "hi", 0, 100)
 	if failed > 0 {
 		t.Errorf("%d of %d requests failed", failed, requests)
 	}

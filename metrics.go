@@ -66,6 +66,34 @@ var (
 		Help:      "Requests waiting for capacity, over every relay handler.",
 	}, func() float64 { return float64(queues.length()) })
 
+	cacheResults = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy",
+		Subsystem: "openai_relay",
+		Name:      "cache_requests_total",
+		Help:      "Requests by cache result: HIT, MISS, BYPASS or COALESCED.",
+	}, []string{"result"})
+
+	cacheBytes = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "caddy",
+		Subsystem: "openai_relay",
+		Name:      "cache_bytes",
+		Help:      "Bytes held by the response caches.",
+	}, func() float64 { return float64(cacheStats().Bytes) })
+
+	cacheEntries = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "caddy",
+		Subsystem: "openai_relay",
+		Name:      "cache_entries",
+		Help:      "Entries in the response caches.",
+	}, func() float64 { return float64(cacheStats().Entries) })
+
+	cacheEvictions = prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Namespace: "caddy",
+		Subsystem: "openai_relay",
+		Name:      "cache_evictions_total",
+		Help:      "Entries evicted from the response caches to make room (expired ones not counted).",
+	}, func() float64 { return float64(cacheStats().Evictions) })
+
 	keyStateDesc = prometheus.NewDesc("caddy_openai_relay_key_state",
 		"1 for the state each key is in: available, cooling or retired.",
 		[]string{"upstream", "key", "state"}, nil)
@@ -167,7 +195,7 @@ func registerMetrics(reg *prometheus.Registry) {
 		return
 	}
 	for _, c := range []prometheus.Collector{requestsTotal, upstreamLatency, retriesTotal, tokensTotal,
-		keyRetirements, queueWait, queueLength, keyCollector{}} {
+		keyRetirements, queueWait, queueLength, keyCollector{}, cacheResults, cacheBytes, cacheEntries, cacheEvictions} {
 		if err := reg.Register(c); err != nil {
 			if _, ok := errors.AsType[prometheus.AlreadyRegisteredError](err); !ok {
 				panic(err) // a programming error: a collector's description is invalid

@@ -37,6 +37,7 @@ func init() {
 // `{http.openai_relay.queue_ms}` | milliseconds the request waited for capacity
 // `{http.openai_relay.prompt_tokens}` | prompt tokens the answer reported
 // `{http.openai_relay.completion_tokens}` | completion tokens the answer reported
+// `{http.openai_relay.cache}` | HIT, MISS, BYPASS or COALESCED when the cache is on
 type Relay struct {
 	// Clients are the callers of the relay. A request must present one of
 	// their keys unless ClientAuth is "none".
@@ -94,6 +95,11 @@ type Relay struct {
 	// (GET /models with that key); each failed probe doubles the wait, up
 	// to an hour. Default: 30s.
 	ProbeBackoff caddy.Duration `json:"probe_backoff,omitempty"`
+
+	// Cache, when set, answers requests that are the same as an earlier
+	// one from a cache, and folds identical requests in flight into one
+	// upstream call. Default: off.
+	Cache *CacheConfig `json:"cache,omitempty"`
 
 	clients clientTable
 	keys    []*poolKey
@@ -190,6 +196,11 @@ func (rl *Relay) Provision(ctx caddy.Context) error {
 	}
 	if err := rl.provisionKeys(repl); err != nil {
 		return err
+	}
+	if rl.Cache != nil {
+		if err := rl.Cache.provision(rl); err != nil {
+			return err
+		}
 	}
 	go rl.probeRetired(ctx)
 	return nil
@@ -421,6 +432,9 @@ func (rl *Relay) Cleanup() error {
 	}
 	if rl.queue != nil {
 		queues.remove(rl.queue)
+	}
+	if rl.Cache != nil {
+		rl.Cache.cleanup()
 	}
 	return nil
 }

@@ -8,8 +8,10 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -34,9 +36,13 @@ type proxyRequest struct {
 	// injectedUsage is set when the relay asks a stream's upstream for
 	// usage the client did not ask for (and strips it again).
 	injectedUsage bool
-	queued        time.Duration // time spent waiting for capacity
+	// rec, for a request that leads a cache flight, shares its answer with
+	// identical requests and stores it.
+	rec    *recorder
+	queued time.Duration // time spent waiting for capacity
 
 	reservation   limit.Multi // held for the attempt in progress
+	resMu         sync.Mutex  // guards reservation against the transport's send callback
 	learning      bool        // the attempt holds its key's learning slot
 	clientLimited bool        // the last try failed on the client's own limits
 
@@ -126,6 +132,11 @@ func (pr *proxyRequest) attempt(w http.ResponseWriter, key *poolKey) (*failure, 
 	}
 
 	key.state.requests.Add(1)
+	if lim := key.limiter.Limits(); lim.RPM > 0 || lim.TPM > 0 {
+		out = out.WithContext(httptrace.WithClientTrace(out.Context(), &httptrace.ClientTrace{
+			WroteHeaders: pr.sent,
+		}))
+	}
 	start := time.Now()
 	resp, err := u.transport.RoundTrip(out)
 	elapsed := time.Since(start)
@@ -200,16 +211,26 @@ func (pr *proxyRequest) attempt(w http.ResponseWriter, key *poolKey) (*failure, 
 	return &failure{outcome: oc, resp: resp, body: scrub(body, key.secret)}, false
 }
 
+// sent tells the limiters that the request has left for the upstream, which
+// counts it from now on (see limit.Reservation.Retime).
+func (pr *proxyRequest) sent() {
+	pr.resMu.Lock()
+	pr.reservation.Retime(time.Now())
+	pr.resMu.Unlock()
+}
+
 // release ends the attempt's reservation: settled to the tokens used when
 // the upstream handled the request, given back entirely when it did not.
 func (pr *proxyRequest) release(key *poolKey, handled bool, tokens int64) {
 	now := time.Now()
+	pr.resMu.Lock()
 	if handled {
 		pr.reservation.Settle(now, tokens)
 	} else {
 		pr.reservation.Cancel(now)
 	}
 	pr.reservation = limit.Multi{}
+	pr.resMu.Unlock()
 	if pr.learning {
 		key.state.learning.Store(false)
 		pr.learning = false

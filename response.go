@@ -2,6 +2,9 @@ package openairelay
 
 import (
 	"bytes"
+	"context"
+	"errors"
+	"io"
 	"mime"
 	"net/http"
 	"slices"
@@ -66,6 +69,9 @@ func (pr *proxyRequest) respond(w http.ResponseWriter, resp *http.Response, key 
 		}
 	}
 	w.WriteHeader(resp.StatusCode)
+	if pr.rec != nil {
+		pr.rec.start(resp)
+	}
 
 	rc := http.NewResponseController(w)
 	if stream {
@@ -80,28 +86,42 @@ func (pr *proxyRequest) respond(w http.ResponseWriter, resp *http.Response, key 
 	defer copyBufferPool.Put(bufp)
 	buf := *bufp
 	clientGone := false
+	var bodyErr error
 	for {
 		n, err := resp.Body.Read(buf)
 		if n > 0 {
 			chunk := buf[:n]
+			if pr.rec != nil {
+				pr.rec.write(chunk)
+			}
 			if tap != nil {
 				chunk = tap.feed(chunk)
 			} else if kept != nil && kept.Len()+n <= maxUsageBody {
 				kept.Write(chunk)
 			}
-			if len(chunk) > 0 {
+			if len(chunk) > 0 && !clientGone {
 				if _, werr := w.Write(chunk); werr != nil {
 					clientGone = true
-					break // the deferred Close cancels the upstream body
-				}
-				if stream {
+				} else if stream {
 					_ = rc.Flush()
 				}
 			}
 		}
 		if err != nil {
+			if err != io.EOF {
+				bodyErr = err
+			}
 			break
 		}
+		// A client that left stops the upstream body (the deferred Close
+		// cancels it), unless identical requests are following this one.
+		if clientGone && (pr.rec == nil || pr.rec.flight.Followers() == 0) {
+			bodyErr = errClientGone
+			break
+		}
+	}
+	if pr.rec != nil {
+		pr.rec.finish(context.WithoutCancel(pr.req.Context()), resp, bodyErr == nil, bodyErr)
 	}
 	if tap != nil && !clientGone {
 		if rest := tap.close(); len(rest) > 0 {
@@ -159,6 +179,10 @@ func isEventStream(resp *http.Response) bool {
 	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
 	return mt == "text/event-stream"
 }
+
+// errClientGone ends a flight whose leader's client left with no one
+// following.
+var errClientGone = errors.New("the client left")
 
 var copyBufferPool = sync.Pool{New: func() any {
 	b := make([]byte, 32<<10)

@@ -20,6 +20,7 @@ const (
 	phModel    = "http.openai_relay.model"
 	phRetries  = "http.openai_relay.retries"
 	phQueueMS  = "http.openai_relay.queue_ms"
+	phCache    = "http.openai_relay.cache"
 
 	phPromptTokens     = "http.openai_relay.prompt_tokens"
 	phCompletionTokens = "http.openai_relay.completion_tokens"
@@ -80,8 +81,49 @@ func (rl *Relay) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 		injectedUsage: ar.needsUsageOption(),
 	}
 	pr.cost = pr.promptEst + rl.completionAllowance(ar)
+
+	cl, result := rl.cacheFor(client, ar, r)
+	if result == cacheBypass {
+		w.Header().Set("X-Relay-Cache", cacheBypass)
+		repl.Set(phCache, cacheBypass)
+		cacheResults.WithLabelValues(cacheBypass).Inc()
+	}
+	if cl != nil {
+		if pr.serveCached(w, cl) {
+			return nil
+		}
+		if !pr.joinFlight(w, cl) {
+			return nil // answered as a follower of an identical request
+		}
+		defer pr.rec.abandon()
+		w.Header().Set("X-Relay-Cache", cacheMiss)
+		repl.Set(phCache, cacheMiss)
+		cacheResults.WithLabelValues(cacheMiss).Inc()
+	}
 	pr.serve(w)
 	return nil
+}
+
+// joinFlight folds the request into an identical one in flight, or makes it
+// the one others fold into. It returns true when the request is to call the
+// upstream itself (as the leader of a flight).
+func (pr *proxyRequest) joinFlight(w http.ResponseWriter, cl *cacheLookup) bool {
+	for {
+		f, leader := cl.c.group.Join(cl.key)
+		if leader {
+			pr.rec = &recorder{cl: cl, flight: f}
+			return true
+		}
+		if pr.follow(w, f, cl) {
+			return false
+		}
+		// The leader gave up before answering: join again; one of the
+		// waiters becomes the new leader. An answer stored meanwhile is
+		// served from the store.
+		if pr.serveCached(w, cl) {
+			return false
+		}
+	}
 }
 
 // authenticate finds the client of a request.

@@ -62,6 +62,38 @@ type bucket struct {
 	limit int64 // units a minute; 0 means unlimited
 	tau   int64 // refill time, in ns, that a full bucket holds
 	tat   int64 // Unix ns at which the bucket is full again
+
+	// sent models the upstream's own bucket, charged when a request leaves
+	// (markSent) rather than when it is reserved, and pending is the cost
+	// reserved and not sent yet. The upstream counts requests as they arrive:
+	// requests reserved together but delayed unequally on their way reach it
+	// closer together than their reservations, so tat is kept at least
+	// sent + pending, the upstream's view with everything pending sent now.
+	sent, pending int64
+}
+
+// reserve takes cost c at t for a request not yet sent.
+func (b *bucket) reserve(t, c int64) {
+	b.take(t, c)
+	b.pending += c
+}
+
+// markSent charges the upstream model with c at t, the moment the request
+// it was reserved for leaves.
+func (b *bucket) markSent(t, c int64) {
+	b.pending = max(b.pending-c, 0)
+	b.sent = min(max(b.sent, t), math.MaxInt64-maxCost) + c
+	b.tat = max(b.tat, b.sent+b.pending)
+}
+
+// release gives back c, reserved for a request that was sent or not.
+func (b *bucket) release(c int64, wasSent bool) {
+	b.give(c)
+	if wasSent {
+		b.sent = max(b.sent-c, 0)
+	} else {
+		b.pending = max(b.pending-c, 0)
+	}
 }
 
 // cost is the refill time of n units in ns, rounded up so that rounding never
@@ -126,6 +158,9 @@ func (b *bucket) configure(t, limit int64, burst time.Duration) {
 		if d := b.backlog(t); d > 0 {
 			b.tat = t + int64(min(float64(d)*float64(b.limit)/float64(limit), float64(maxCost)))
 		}
+		// Costs in flight were counted at the old rate: start the
+		// upstream model afresh rather than mix the two.
+		b.sent, b.pending = 0, 0
 	}
 	b.limit = limit
 	b.tau = max(int64(burst), b.cost(1))
@@ -322,15 +357,15 @@ func (l *Limiter) Reserve(now time.Time, tokens int64) (r Reservation, retryAt t
 	l.tokToday += tokens
 	var took uint8
 	if l.req.limit > 0 {
-		l.req.take(t, cr)
+		l.req.reserve(t, cr)
 		took |= tookReq
 	}
 	if l.tok.limit > 0 {
-		l.tok.take(t, ct)
+		l.tok.reserve(t, ct)
 		took |= tookTok
 	}
 	l.inFlight++
-	r = Reservation{l: l, tokens: tokens, day: int32(l.day), took: took}
+	r = Reservation{l: l, tokens: tokens, cr: cr, ct: ct, day: int32(l.day), took: took}
 	l.mu.Unlock()
 	return r, time.Time{}, true
 }
@@ -351,8 +386,10 @@ func (l *Limiter) Check(now time.Time, tokens int64) (retryAt time.Time, ok bool
 type Reservation struct {
 	l      *Limiter
 	tokens int64
+	cr, ct int64 // the refill time taken from the request and token buckets
 	day    int32
 	took   uint8
+	sent   bool
 }
 
 // Tokens returns the tokens reserved.
@@ -374,16 +411,56 @@ func (r *Reservation) Settle(now time.Time, actual int64) {
 	l.mu.Lock()
 	l.seen(t)
 	l.inFlight--
+	if !r.sent {
+		// Settled without being sent (a request that never left, yet is to
+		// be counted): it stops being pending.
+		if r.took&tookReq != 0 {
+			l.req.pending = max(l.req.pending-r.cr, 0)
+		}
+		if r.took&tookTok != 0 {
+			l.tok.pending = max(l.tok.pending-r.ct, 0)
+		}
+	}
 	if r.took&tookTok != 0 && l.tok.limit > 0 {
 		switch d := actual - r.tokens; {
 		case d > 0:
-			l.tok.take(t, l.tok.cost(d))
+			c := l.tok.cost(d)
+			l.tok.take(t, c)
+			if r.sent {
+				l.tok.sent = min(max(l.tok.sent, t), math.MaxInt64-maxCost) + c
+			}
 		case d < 0:
-			l.tok.give(l.tok.cost(-d))
+			l.tok.release(l.tok.cost(-d), true)
 		}
 	}
 	if int64(r.day) == l.day {
 		l.tokToday = max(l.tokToday+actual-r.tokens, 0)
+	}
+	l.mu.Unlock()
+}
+
+// Retime tells the limiter that the request leaves for the upstream now.
+// The upstream counts a request when it arrives: requests reserved together
+// but delayed unequally on their way (a new connection, a busy machine) reach
+// it closer together than their reservations were, and it could then see
+// more within its window than the local bucket allowed. Charging a model of
+// the upstream's bucket at send time, and keeping the local bucket at least
+// as empty as that model, prevents this (see bucket.sent). Only the first
+// call has an effect, and none after Settle or Cancel.
+func (r *Reservation) Retime(now time.Time) {
+	l := r.l
+	if l == nil || r.sent {
+		return
+	}
+	r.sent = true
+	t := now.UnixNano()
+	l.mu.Lock()
+	l.seen(t)
+	if r.took&tookReq != 0 && l.req.limit > 0 {
+		l.req.markSent(t, r.cr)
+	}
+	if r.took&tookTok != 0 && l.tok.limit > 0 {
+		l.tok.markSent(t, r.ct)
 	}
 	l.mu.Unlock()
 }
@@ -402,10 +479,10 @@ func (r *Reservation) Cancel(now time.Time) {
 	l.seen(t)
 	l.inFlight--
 	if r.took&tookReq != 0 && l.req.limit > 0 {
-		l.req.give(l.req.cost(1))
+		l.req.release(r.cr, r.sent)
 	}
 	if r.took&tookTok != 0 && l.tok.limit > 0 {
-		l.tok.give(l.tok.cost(r.tokens))
+		l.tok.release(r.ct, r.sent)
 	}
 	if int64(r.day) == l.day {
 		l.reqToday = max(l.reqToday-1, 0)
@@ -446,6 +523,13 @@ func (m *Multi) at(i int) *Reservation {
 func (m *Multi) Settle(now time.Time, actual int64) {
 	for i := range m.n {
 		m.at(i).Settle(now, actual)
+	}
+}
+
+// Retime marks every reservation as sent now (see Reservation.Retime).
+func (m *Multi) Retime(now time.Time) {
+	for i := range m.n {
+		m.at(i).Retime(now)
 	}
 }
 

@@ -639,3 +639,36 @@ func TestConcurrent(t *testing.T) {
 		t.Errorf("today = %d requests, %d tokens; want %d, %d", s.RequestsToday, s.TokensToday, reqs, tokens)
 	}
 }
+
+func TestRetimeMovesConsumptionToSendTime(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	l := NewLimiter(Limits{RPM: 600}) // 10 a second, 10 at once
+	var rs []Reservation
+	for range 10 {
+		r, _, ok := l.Reserve(t0, 0)
+		if !ok {
+			t.Fatal("a full bucket refused")
+		}
+		rs = append(rs, r)
+	}
+	// At t0+500ms five more would fit; but the ten were only sent at
+	// t0+400ms, so the upstream has refilled one, not five.
+	for i := range rs {
+		rs[i].Retime(t0.Add(400 * time.Millisecond))
+	}
+	n := 0
+	for range 10 {
+		if _, _, ok := l.Reserve(t0.Add(500*time.Millisecond), 0); ok {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("%d reservations fit 100ms after the sends; want 1", n)
+	}
+	// Retiming a settled reservation changes nothing.
+	rs[0].Settle(t0, 0)
+	rs[0].Retime(t0.Add(time.Hour))
+	if _, _, ok := l.Reserve(t0.Add(2*time.Second), 0); !ok {
+		t.Error("a retimed settled reservation still holds capacity")
+	}
+}

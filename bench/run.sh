@@ -1,0 +1,485 @@
+#!/usr/bin/env bash
+# make bench: the relay against plain Caddy reverse_proxy and against the
+# upstream itself, under the same load, in one run, on 127.0.0.1 only.
+#
+#   bench/run.sh                 full run (10 s per measurement), writes docs/benchmarks.md
+#   BENCH_QUICK=1 bench/run.sh   smoke test (2 s per measurement), leaves the doc alone
+#
+# It builds bench/bin/{caddy,fakeopenai,loadgen}, installs wrk from Debian if
+# it is missing, and for every case starts a fresh stack:
+#
+#   fakeopenai -any-key          the upstream               (direct)
+#   caddy + reverse_proxy        plain proxy to it          (reverse_proxy)
+#   caddy + openai_relay         the relay to it            (relay)
+#
+# then drives the same load at each target in turn. Cases:
+#   a32, a128  small non-stream chat completions, wrk, 32 and 128 connections
+#   b          open loop at half of reverse_proxy's saturation (loadgen rate)
+#   c          streams of 50 chunks, wrk, 32 connections
+#   d          1,000 keys in the relay's pool, wrk, 128 connections
+#   e          cache hits (skipped with a note while the relay rejects `cache`)
+#
+# For each target: req/s, p50/p99/p99.9, CPU seconds of the proxy process per
+# 1,000 requests (utime+stime from /proc/PID/stat) and its peak RSS (VmHWM
+# from /proc/PID/status, reset after the warm-up through clear_refs). The
+# markdown table goes to stdout and into docs/benchmarks.md, between its
+# bench markers; raw figures and logs stay in bench/results/<stamp>/.
+#
+# On a machine with 2 CPUs or more the load tools run on the first half of
+# the CPUs and the three servers on the rest (taskset), so that the load
+# generator does not take the proxies' CPU; the table says which.
+#
+# reverse_proxy and the relay use the same transport settings: Caddy's
+# default transport, with a pool of 256 idle connections per upstream
+# instead of 32, because at 32 concurrent requests or more Caddy's default
+# closes and redials upstream connections all the time (thousands of sockets
+# in TIME-WAIT), which then dominates the cost of both and can exhaust
+# ephemeral ports. BENCH_UPSTREAM_IDLE_CONNS=0 keeps Caddy's default.
+#
+# Knobs (environment): BENCH_QUICK=1, BENCH_DURATION (s), BENCH_WARMUP (s),
+# BENCH_CASES ("a32 a128 b c d e"), BENCH_KEYS (relay pool for the other
+# cases, default 10), BENCH_BIG_KEYS (case d, default 1000), BENCH_PORT_BASE
+# (default 18180; uses it and the next two ports), BENCH_PIN (0: no CPU
+# pinning), BENCH_THREADS (wrk threads, default: the load CPUs),
+# BENCH_UPSTREAM_IDLE_CONNS (default 256), BENCH_REPEAT (measure every case
+# N times, targets interleaved, and report medians; default 1), BENCH_WRITE_DOC (1 to write the
+# doc in quick mode, 0 to never write it), BENCH_CACHE_DIRECTIVE (the cache
+# block of case e).
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$(pwd)
+
+QUICK=${BENCH_QUICK:-0}
+if [[ $QUICK == 1 ]]; then
+	DUR=${BENCH_DURATION:-2}
+	WARM=${BENCH_WARMUP:-1}
+	WRITE_DOC=${BENCH_WRITE_DOC:-0}
+else
+	DUR=${BENCH_DURATION:-10}
+	WARM=${BENCH_WARMUP:-2}
+	WRITE_DOC=${BENCH_WRITE_DOC:-1}
+fi
+CASES=${BENCH_CASES:-"a32 a128 b c d e"}
+REPEAT=${BENCH_REPEAT:-1}
+KEYS=${BENCH_KEYS:-10}
+BIG_KEYS=${BENCH_BIG_KEYS:-1000}
+PORT_BASE=${BENCH_PORT_BASE:-18180}
+UPSTREAM_IDLE=${BENCH_UPSTREAM_IDLE_CONNS:-256}
+NCPU=$(nproc)
+PIN=${BENCH_PIN:-1}
+if [[ $PIN == 1 && $NCPU -ge 2 ]] && command -v taskset >/dev/null; then
+	cpu_range() { if (($1 == $2)); then echo "$1"; else echo "$1-$2"; fi; }
+	LOAD_CPUS=$(cpu_range 0 $((NCPU / 2 - 1)))
+	SERVER_CPUS=$(cpu_range $((NCPU / 2)) $((NCPU - 1)))
+	LOAD_PIN=(taskset -c "$LOAD_CPUS")
+	SERVER_PIN=(taskset -c "$SERVER_CPUS")
+	THREADS=${BENCH_THREADS:-$((NCPU / 2))}
+else
+	PIN=0
+	LOAD_PIN=()
+	SERVER_PIN=()
+	THREADS=${BENCH_THREADS:-$NCPU}
+fi
+STREAM_CHUNKS=50
+CACHE_DIRECTIVE=${BENCH_CACHE_DIRECTIVE:-$'cache memory {\n\t\t\tttl 1h\n\t\t}'}
+
+FAKE_PORT=$PORT_BASE
+RP_PORT=$((PORT_BASE + 1))
+RELAY_PORT=$((PORT_BASE + 2))
+CLIENT_KEY=rk-bench-client
+DIRECT_KEY=sk-bench-direct
+
+BIN=$ROOT/bench/bin
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+OUT=$ROOT/bench/results/$STAMP
+RESULTS=$OUT/results.tsv
+mkdir -p "$OUT/logs" "$OUT/xdg"
+# Caddy's autosave and storage stay inside the results directory.
+export XDG_CONFIG_HOME=$OUT/xdg/config XDG_DATA_HOME=$OUT/xdg/data
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() {
+	log "error: $*"
+	exit 1
+}
+
+# ---------------------------------------------------------------- processes
+PIDS=()
+cleanup() {
+	local pid
+	for pid in "${PIDS[@]+"${PIDS[@]}"}"; do
+		kill "$pid" 2>/dev/null || true
+	done
+	for pid in "${PIDS[@]+"${PIDS[@]}"}"; do
+		wait "$pid" 2>/dev/null || true
+	done
+	PIDS=()
+}
+trap cleanup EXIT
+trap 'log "interrupted"; exit 130' INT TERM
+
+# start NAME CMD... runs CMD in the background, logging to logs/NAME.log, and
+# sets STARTED_PID.
+start() {
+	local name=$1
+	shift
+	"$@" >"$OUT/logs/$name.log" 2>&1 &
+	STARTED_PID=$!
+	PIDS+=("$STARTED_PID")
+}
+
+stop_stack() {
+	cleanup
+	sleep 0.3 # let the ports go
+}
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# ---------------------------------------------------------------- tools
+ensure_wrk() {
+	command -v wrk >/dev/null && return
+	log "wrk not found: installing it from Debian"
+	local sudo=()
+	[[ $(id -u) == 0 ]] || sudo=(sudo)
+	"${sudo[@]}" apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq wrk >/dev/null
+	command -v wrk >/dev/null || die "wrk could not be installed"
+}
+
+build() {
+	log "building bench/bin/caddy, fakeopenai, loadgen"
+	mkdir -p "$BIN"
+	go build -o "$BIN/caddy" ./cmd/caddy
+	go build -o "$BIN/fakeopenai" ./internal/fakeopenai/cmd/fakeopenai
+	go build -o "$BIN/loadgen" ./bench/loadgen
+}
+
+# ---------------------------------------------------------------- measures
+cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+peak_rss_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
+reset_peak_rss() { echo 5 >"/proc/$1/clear_refs" 2>/dev/null || true; }
+CLK_TCK=$(getconf CLK_TCK)
+
+# field NAME LINE: the value of NAME=value in LINE.
+field() { sed -n "s/.*\b$1=\([^ ]*\).*/\1/p" <<<"$2"; }
+
+row() { # case label target requests seconds rps p50 p99 p999 errors cpu_ticks rss_kb note
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+		"$1" "$2" "$3" "$4" "$5" "$6" "$7" "$8" "$9" "${10}" "${11}" "$CLK_TCK" "${12}" "${13:-}" >>"$RESULTS"
+}
+
+# target NAME sets URL, AUTH and PID (of the proxy process; empty for direct).
+target() {
+	case $1 in
+	direct)
+		URL=http://127.0.0.1:$FAKE_PORT/v1/chat/completions AUTH="Bearer $DIRECT_KEY" PID=
+		;;
+	reverse_proxy)
+		URL=http://127.0.0.1:$RP_PORT/v1/chat/completions AUTH="Bearer $DIRECT_KEY" PID=$RP_PID
+		;;
+	relay | relay+cache)
+		URL=http://127.0.0.1:$RELAY_PORT/v1/chat/completions AUTH="Bearer $CLIENT_KEY" PID=$RELAY_PID
+		;;
+	esac
+}
+
+# stack_alive: whether the three servers of the current stack still run.
+stack_alive() {
+	local pid
+	for pid in "$FAKE_PID" "$RP_PID" "$RELAY_PID"; do
+		kill -0 "$pid" 2>/dev/null || return 1
+	done
+}
+
+# measure CASE LABEL TARGET BODYFILE MODE ARG: one warm-up and one measured
+# run; MODE is wrk (ARG connections) or rate (ARG requests per second). It
+# returns 2, recording nothing, when a server of the stack died meanwhile.
+measure() {
+	local id=$1 label=$2 tgt=$3 body=$4 mode=$5 arg=$6
+	target "$tgt"
+	local out="$OUT/logs/$id-$tgt-r${REP_I:-0}.out" line
+	log "$label → $tgt ($mode $arg, ${WARM}s warm-up + ${DUR}s)"
+	if [[ $mode == wrk ]]; then
+		BENCH_BODY_FILE=$body BENCH_AUTH=$AUTH "${LOAD_PIN[@]}" wrk -t "$THREADS" -c "$arg" -d "${WARM}s" --timeout 5s \
+			-s "$ROOT/bench/wrk/chat.lua" "$URL" >/dev/null 2>&1 || true
+	else
+		"${LOAD_PIN[@]}" "$BIN/loadgen" rate -conns 64 -url "$URL" -body-file "$body" -H "Authorization: $AUTH" \
+			-rate "$arg" -duration "${WARM}s" >/dev/null 2>&1 || true
+	fi
+	stack_alive || return 2
+	local cpu0=-1 cpu1=-1 rss=-1
+	if [[ -n $PID ]]; then
+		reset_peak_rss "$PID"
+		cpu0=$(cpu_ticks "$PID")
+	fi
+	if [[ $mode == wrk ]]; then
+		BENCH_BODY_FILE=$body BENCH_AUTH=$AUTH "${LOAD_PIN[@]}" wrk -t "$THREADS" -c "$arg" -d "${DUR}s" --timeout 5s \
+			-s "$ROOT/bench/wrk/chat.lua" "$URL" >"$out" 2>&1 || true
+	else
+		"${LOAD_PIN[@]}" "$BIN/loadgen" rate -conns 64 -url "$URL" -body-file "$body" -H "Authorization: $AUTH" \
+			-rate "$arg" -duration "${DUR}s" >"$out" 2>&1 || true
+	fi
+	if [[ -n $PID ]]; then
+		cpu1=$(cpu_ticks "$PID" 2>/dev/null) || return 2
+		rss=$(peak_rss_kb "$PID" 2>/dev/null) || return 2
+	fi
+	stack_alive || return 2
+	line=$(grep '^RESULT' "$out") || die "no result from $mode for $tgt; see ${out#"$ROOT"/}"
+	local requests seconds rps errors note=
+	if [[ $mode == wrk ]]; then
+		requests=$(field requests "$line")
+		seconds=$(awk -v d="$(field duration_us "$line")" 'BEGIN {printf "%.3f", d / 1e6}')
+		rps=$(awk -v n="$requests" -v s="$seconds" 'BEGIN {printf "%.1f", n / s}')
+		errors=$(field errors "$line")
+	else
+		requests=$(field requests "$line")
+		seconds=$(field seconds "$line")
+		rps=$(field rps "$line")
+		errors=$(($(field errors "$line") + $(field non2xx "$line") + $(field dropped "$line")))
+		note="open loop at $arg req/s; generator lag p99 $(field sched_p99_us "$line") µs"
+	fi
+	local cpu=-1
+	[[ -n $PID ]] && cpu=$((cpu1 - cpu0))
+	row "$id" "$label" "$tgt" "$requests" "$seconds" "$rps" \
+		"$(field p50_us "$line")" "$(field p99_us "$line")" "$(field p999_us "$line")" \
+		"$errors" "$cpu" "$rss" "$note"
+	log "   $rps req/s, p50 $(field p50_us "$line") µs, p99 $(field p99_us "$line") µs, errors $errors"
+}
+
+# ---------------------------------------------------------------- the stack
+write_keys() { # N FILE
+	awk -v n="$1" 'BEGIN { for (i = 1; i <= n; i++) printf "sk-bench-%05d\n", i }' >"$2"
+}
+
+# transport_block INDENT: the transport settings both proxies use.
+transport_block() {
+	((UPSTREAM_IDLE > 0)) || return 0
+	printf '%stransport http {\n%s\tkeepalive_idle_conns_per_host %d\n%s}\n' "$1" "$1" "$UPSTREAM_IDLE" "$1"
+}
+
+write_rp_config() {
+	cat >"$OUT/rp.Caddyfile" <<EOF
+{
+	admin off
+	log {
+		level ERROR
+	}
+}
+http://127.0.0.1:$RP_PORT {
+	reverse_proxy 127.0.0.1:$FAKE_PORT {
+$(transport_block $'\t\t')
+	}
+}
+EOF
+}
+
+# write_relay_config FILE NKEYS [CACHE]
+write_relay_config() {
+	local file=$1 keys=$2 cache=${3:-}
+	write_keys "$keys" "$OUT/keys-$keys.txt"
+	cat >"$file" <<EOF
+{
+	admin off
+	log {
+		level ERROR
+	}
+}
+http://127.0.0.1:$RELAY_PORT {
+	openai_relay {
+		client bench {
+			key $CLIENT_KEY
+		}
+		upstream fake {
+			url http://127.0.0.1:$FAKE_PORT/v1
+			keys_file $OUT/keys-$keys.txt
+$(transport_block $'\t\t\t')
+		}
+		${cache}
+	}
+}
+EOF
+}
+
+# start_stack ID CHUNKS RELAY_CONFIG: the fake upstream, reverse_proxy and the
+# relay, each checked with one real request.
+start_stack() {
+	local id=$1 chunks=$2 relay_config=$3 p
+	for p in "$FAKE_PORT" "$RP_PORT" "$RELAY_PORT"; do
+		port_free "$p" || die "port $p is in use (set BENCH_PORT_BASE)"
+	done
+	start "$id-fake" "${SERVER_PIN[@]}" "$BIN/fakeopenai" -addr "127.0.0.1:$FAKE_PORT" -any-key -chunks "$chunks"
+	FAKE_PID=$STARTED_PID
+	start "$id-reverse_proxy" "${SERVER_PIN[@]}" "$BIN/caddy" run --config "$OUT/rp.Caddyfile" --adapter caddyfile
+	RP_PID=$STARTED_PID
+	start "$id-relay" "${SERVER_PIN[@]}" "$BIN/caddy" run --config "$relay_config" --adapter caddyfile
+	RELAY_PID=$STARTED_PID
+	for p in "$FAKE_PORT" "$RP_PORT" "$RELAY_PORT"; do
+		"$BIN/loadgen" wait -url "http://127.0.0.1:$p/" -timeout 20s ||
+			die "nothing answers on port $p; see $OUT/logs/$id-*.log"
+	done
+}
+
+check_target() { # TARGET BODYFILE [loadgen check flags...]
+	local tgt=$1 body=$2
+	shift 2
+	target "$tgt"
+	"$BIN/loadgen" check -url "$URL" -body-file "$body" -H "Authorization: $AUTH" "$@" >/dev/null ||
+		die "$tgt does not answer as it should"
+}
+
+# ---------------------------------------------------------------- cases
+saturation() { # the highest reverse_proxy req/s measured so far
+	awk -F'\t' '$3 == "reverse_proxy" && ($1 == "a32" || $1 == "a128") && $6 > max {max = $6} END {print max + 0}' "$RESULTS"
+}
+
+run_case() {
+	local id=$1 label= targets= conns=0 chunks=5 body=$OUT/chat.json keys=$KEYS relay_config=$OUT/relay.Caddyfile
+	case $id in
+	a32) label="a. non-stream, 32 conns" conns=32 ;;
+	a128) label="a. non-stream, 128 conns" conns=128 ;;
+	b) label="b. open loop, ½ saturation" ;;
+	c) label="c. stream, 50 chunks, 32 conns" conns=32 chunks=$STREAM_CHUNKS body=$OUT/stream.json ;;
+	d) label="d. $BIG_KEYS keys, 128 conns" conns=128 keys=$BIG_KEYS relay_config=$OUT/relay-$BIG_KEYS.Caddyfile ;;
+	e) label="e. cache hits, 128 conns" conns=128 relay_config=$OUT/relay-cache.Caddyfile ;;
+	*) die "unknown case $id" ;;
+	esac
+
+	if [[ $id == e ]]; then
+		# ---- CACHE SLOT: the cache is being built. Until the relay accepts
+		# `cache`, this case is skipped with the reason; once it does, it
+		# measures cache hits (one request repeated) against reverse_proxy.
+		write_relay_config "$relay_config" "$KEYS" "$CACHE_DIRECTIVE"
+		local verr
+		if ! verr=$("$BIN/caddy" validate --config "$relay_config" --adapter caddyfile 2>&1); then
+			local reason
+			reason=$(sed -n 's/.*"level":"error".*"msg":"\([^"]*\)".*/\1/p' <<<"$verr" | tail -1 | sed "s|$OUT/||g" | tr '\t' ' ' | cut -c1-240)
+			[[ -n $reason ]] || reason=$(tail -1 <<<"$verr" | tr '\t' ' ' | cut -c1-200)
+			log "$label: skipped, the relay config rejects cache: $reason"
+			row "$id" "$label" skipped 0 0 0 -1 -1 -1 0 -1 -1 "the relay config rejects \`cache\` ($reason)"
+			return
+		fi
+		targets="direct reverse_proxy relay+cache"
+	else
+		write_relay_config "$relay_config" "$keys"
+		targets="direct reverse_proxy relay"
+	fi
+
+	# A server killed from outside (a shared machine) spoils the case: its
+	# rows are dropped and the case starts again on a fresh stack.
+	local attempt rc
+	for attempt in 1 2 3; do
+		rc=0
+		run_stack "$id" "$label" "$targets" "$conns" "$chunks" "$body" "$relay_config" || rc=$?
+		stop_stack
+		((rc == 2)) || return "$rc"
+		log "case $label: a server died during the case (killed from outside?); starting it again"
+		awk -F'\t' -v id="$id" 'NR == 1 || $1 != id' "$RESULTS" >"$RESULTS.tmp" && mv "$RESULTS.tmp" "$RESULTS"
+	done
+	die "case $label: a server died three times; see ${OUT#"$ROOT"/}/logs"
+}
+
+# run_stack ID LABEL TARGETS CONNS CHUNKS BODY RELAY_CONFIG: one attempt at a
+# case; returns 2 when a server died.
+run_stack() {
+	local id=$1 label=$2 targets=$3 conns=$4 chunks=$5 body=$6 relay_config=$7
+	log "case $label: starting the stack"
+	start_stack "$id" "$chunks" "$relay_config"
+	local contains='"chat.completion"'
+	[[ $id == c ]] && contains='[DONE]'
+	local t
+	for t in $targets; do
+		if [[ $t == relay+cache ]]; then
+			check_target "$t" "$body" -n 2 -contains "$contains" -expect-header "X-Relay-Cache: HIT"
+		else
+			check_target "$t" "$body" -contains "$contains"
+		fi
+	done
+
+	if [[ $id == b ]]; then
+		local sat rate
+		sat=$(saturation)
+		if [[ $sat == 0 ]]; then
+			log "no saturation figure yet: measuring reverse_proxy at 128 connections for ${DUR}s"
+			target reverse_proxy
+			sat=$(BENCH_BODY_FILE=$body BENCH_AUTH=$AUTH "${LOAD_PIN[@]}" wrk -t "$THREADS" -c 128 -d "${DUR}s" \
+				-s "$ROOT/bench/wrk/chat.lua" "$URL" 2>/dev/null | awk '/^RESULT/ {for (i = 2; i <= NF; i++) {split($i, kv, "="); v[kv[1]] = kv[2]}; printf "%.0f", v["requests"] / (v["duration_us"] / 1e6)}')
+		fi
+		rate=$(awk -v s="$sat" 'BEGIN {printf "%d", s / 2}')
+		((rate > 0)) || die "no reverse_proxy saturation figure"
+		label="b. open loop, $rate req/s (½ of $(printf '%.0f' "$sat"))"
+		for ((REP_I = 0; REP_I < REPEAT; REP_I++)); do
+			for t in $targets; do
+				measure "$id" "$label" "$t" "$body" rate "$rate" || return
+			done
+		done
+	else
+		for ((REP_I = 0; REP_I < REPEAT; REP_I++)); do
+			for t in $targets; do
+				measure "$id" "$label" "$t" "$body" wrk "$conns" || return
+			done
+		done
+	fi
+}
+
+machine_info() {
+	local cpu commit kernel wrkv
+	cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
+	kernel=$(uname -sr)
+	wrkv=$({ wrk --version 2>&1 || true; } | head -1 | awk '{print $1, $2}')
+	if commit=$(git rev-parse --short HEAD 2>/dev/null); then
+		# The bench's own files do not count as changes to what is measured.
+		[[ -z $(git status --porcelain -- . ':!bench' ':!docs/benchmarks.md' ':!Makefile' ':!relay_bench_test.go' 2>/dev/null) ]] ||
+			commit="$commit + uncommitted changes"
+	else
+		commit="unknown (not a git checkout)"
+	fi
+	local pinning="none (BENCH_PIN=0 or a single CPU)" transport="Caddy's default (32 idle connections per host)"
+	[[ $PIN == 1 ]] && pinning="load tools on CPU $LOAD_CPUS; fake upstream, reverse_proxy and relay on CPU $SERVER_CPUS"
+	((UPSTREAM_IDLE > 0)) && transport="Caddy's http transport with keepalive_idle_conns_per_host $UPSTREAM_IDLE, for reverse_proxy and the relay alike"
+	local mode="full: ${DUR} s per measurement after a ${WARM} s warm-up"
+	[[ $QUICK == 1 ]] && mode="BENCH_QUICK=1: ${DUR} s per measurement after a ${WARM} s warm-up"
+	((REPEAT > 1)) && mode="$mode, each measured $REPEAT times with the targets interleaved, medians shown"
+	cat <<EOF
+Run of $(date -u '+%Y-%m-%d %H:%M UTC'), \`make bench\` ($mode), commit $commit.
+
+| machine | |
+|---|---|
+| CPUs (nproc) | $(nproc) |
+| CPU model | ${cpu:-unknown} |
+| kernel | $kernel |
+| Go | $(go env GOVERSION) |
+| load tools | $wrkv (threads: $THREADS), bench/loadgen (open loop, 64 connections) |
+| CPU pinning | $pinning |
+| upstream transport | $transport |
+| relay pool | 1 client key; $KEYS upstream keys without limits ($BIG_KEYS in case d) |
+| upstream | internal/fakeopenai \`-any-key\` (\`-chunks $STREAM_CHUNKS\` in case c) |
+
+Everything runs on 127.0.0.1 of one machine; compare the rows of one case
+with each other, not figures across runs or machines.
+
+EOF
+}
+
+# ---------------------------------------------------------------- main
+ensure_wrk
+build
+printf '%s\n' '{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Hello, how are you today?"}],"max_tokens":64}' >"$OUT/chat.json"
+printf '%s\n' '{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"Tell me, in a few plain sentences, how a relay in front of an API spreads requests over a pool of keys and what it does when one of them is rate limited."}]}' >"$OUT/stream.json"
+write_rp_config
+printf 'case\tlabel\ttarget\trequests\tseconds\trps\tp50_us\tp99_us\tp999_us\terrors\tcpu_ticks\tclk_tck\trss_kb\tnote\n' >"$RESULTS"
+
+log "results in ${OUT#"$ROOT"/}; cases: $CASES"
+for id in $CASES; do
+	run_case "$id"
+done
+
+machine_info >"$OUT/machine.md"
+doc_flags=()
+[[ $WRITE_DOC == 1 ]] && doc_flags=(-doc "$ROOT/docs/benchmarks.md")
+"$BIN/loadgen" table -results "$RESULTS" -machine "$OUT/machine.md" "${doc_flags[@]}" | tee "$OUT/table.md"
+if [[ $WRITE_DOC == 1 ]]; then
+	log "table written to docs/benchmarks.md"
+else
+	log "docs/benchmarks.md left as it was (quick mode; BENCH_WRITE_DOC=1 writes it)"
+fi

@@ -1,0 +1,469 @@
+package openairelay
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/caddyrelay/openairelay/internal/cache"
+)
+
+// CacheConfig configures the response cache: answers to requests that are
+// the same as the API understands them (same endpoint, model and canonical
+// body, fields that do not change the answer left out) are served from the
+// cache, and identical requests in flight at the same time are folded into
+// one upstream call.
+//
+// A hit, or a request folded into another, costs no upstream key capacity
+// and none of the client's tokens; it counts one request against the
+// client's request limits.
+type CacheConfig struct {
+	// Store is where entries are kept: "memory" (an LRU bounded by MaxSize
+	// in each Caddy instance). Default: "memory".
+	Store string `json:"store,omitempty"`
+
+	// TTL is how long an entry is served. Default: 1h.
+	TTL caddy.Duration `json:"ttl,omitempty"`
+
+	// MaxSize bounds the memory store, in bytes. Default: 256 MiB.
+	MaxSize int64 `json:"max_size,omitempty"`
+
+	// MaxEntry is the largest answer stored, in bytes. Default: 4 MiB.
+	MaxEntry int64 `json:"max_entry,omitempty"`
+
+	// Scope is who shares entries: "client" (each client its own) or
+	// "global" (every client). Default: "client".
+	Scope string `json:"scope,omitempty"`
+
+	// IgnoreFields are top-level request fields left out of a request's
+	// identity, besides user, metadata, stream, stream_options and store
+	// (store is kept for the Responses API, where it decides whether the
+	// answer can be continued later). Default: none.
+	IgnoreFields []string `json:"ignore_fields,omitempty"`
+
+	// Paths are the API endpoints cached, as paths after /v1. Default:
+	// chat/completions, completions, embeddings, responses, moderations.
+	Paths []string `json:"paths,omitempty"`
+
+	group    *cache.Group
+	store    cache.Store
+	storeID  string
+	identity cache.IdentityOptions
+}
+
+const (
+	defaultCacheTTL      = time.Hour
+	defaultCacheMaxSize  = 256 << 20
+	defaultCacheMaxEntry = 4 << 20
+)
+
+var defaultCachePaths = []string{"chat/completions", "completions", "embeddings", "responses", "moderations"}
+
+// cacheStores holds the memory stores and their coalescing groups across
+// config reloads, so that a reload keeps what is cached.
+var cacheStores = caddy.NewUsagePool()
+
+type sharedStore struct {
+	store *cache.Memory
+	group *cache.Group
+}
+
+// Destruct implements caddy.Destructor: the memory is freed with the store.
+func (s *sharedStore) Destruct() error {
+	s.store.Purge(context.Background())
+	return nil
+}
+
+func (c *CacheConfig) provision(rl *Relay) error {
+	switch c.Store {
+	case "", "memory":
+		c.Store = "memory"
+	default:
+		return fmt.Errorf("cache: store %q is not available: use memory", c.Store)
+	}
+	if c.TTL == 0 {
+		c.TTL = caddy.Duration(defaultCacheTTL)
+	}
+	if c.MaxSize == 0 {
+		c.MaxSize = defaultCacheMaxSize
+	}
+	if c.MaxEntry == 0 {
+		c.MaxEntry = defaultCacheMaxEntry
+	}
+	if c.TTL < 0 || c.MaxSize < 0 || c.MaxEntry < 0 {
+		return fmt.Errorf("cache: ttl, max_size and max_entry must be positive")
+	}
+	switch c.Scope {
+	case "":
+		c.Scope = "client"
+	case "client", "global":
+	default:
+		return fmt.Errorf("cache: scope must be client or global, not %q", c.Scope)
+	}
+	if len(c.Paths) == 0 {
+		c.Paths = defaultCachePaths
+	}
+	for i, p := range c.Paths {
+		c.Paths[i] = strings.Trim(strings.TrimPrefix(p, "/v1/"), "/")
+	}
+	c.identity.IgnoreFields = c.IgnoreFields
+
+	// Entries are shared by relays whose upstreams answer alike: the store
+	// is named after the upstreams (URLs and model aliases) and the size.
+	c.storeID = "cache:" + rl.upstreamsFingerprint() + "#" + strconv.FormatInt(c.MaxSize, 10) + "#" + strconv.FormatInt(c.MaxEntry, 10)
+	v, _, err := cacheStores.LoadOrNew(c.storeID, func() (caddy.Destructor, error) {
+		return &sharedStore{store: cache.NewMemory(c.MaxSize, c.MaxEntry), group: new(cache.Group)}, nil
+	})
+	if err != nil {
+		return err
+	}
+	shared := v.(*sharedStore)
+	c.store, c.group = shared.store, shared.group
+	return nil
+}
+
+func (c *CacheConfig) cleanup() {
+	if c.store != nil {
+		_, _ = cacheStores.Delete(c.storeID)
+	}
+}
+
+// upstreamsFingerprint names what the relay's answers depend on.
+func (rl *Relay) upstreamsFingerprint() string {
+	h := sha256.New()
+	for _, u := range rl.Upstreams {
+		aliases, _ := json.Marshal(u.ModelAliases)
+		fmt.Fprintf(h, "%s\x00%s\x00%s\x00", u.Name, u.base, aliases)
+	}
+	return hex.EncodeToString(h.Sum(nil)[:12])
+}
+
+// Cache results, in X-Relay-Cache and the cache placeholder.
+const (
+	cacheHit       = "HIT"
+	cacheMiss      = "MISS"
+	cacheBypass    = "BYPASS"
+	cacheCoalesced = "COALESCED"
+)
+
+// cacheControl is what a request's Cache-Control asks of the cache.
+type cacheControl struct {
+	noStore, noCache bool
+	maxAge           time.Duration // -1: any age
+}
+
+func parseCacheControl(h http.Header) cacheControl {
+	cc := cacheControl{maxAge: -1}
+	for _, v := range h.Values("Cache-Control") {
+		for d := range strings.SplitSeq(v, ",") {
+			name, value, _ := strings.Cut(strings.TrimSpace(d), "=")
+			switch strings.ToLower(name) {
+			case "no-store":
+				cc.noStore = true
+			case "no-cache":
+				cc.noCache = true
+			case "max-age":
+				if n, err := strconv.Atoi(strings.Trim(value, `"`)); err == nil && n >= 0 {
+					cc.maxAge = time.Duration(n) * time.Second
+				}
+			}
+		}
+	}
+	return cc
+}
+
+// cacheLookup is a request's dealings with the cache.
+type cacheLookup struct {
+	c        *CacheConfig
+	key      cache.Key
+	endpoint cache.Endpoint
+	control  cacheControl
+}
+
+// cacheFor decides whether a request goes through the cache, and computes
+// its identity. It returns nil when the cache is off; a lookup whose result
+// is BYPASS when the request may not be cached.
+func (rl *Relay) cacheFor(client *Client, ar *apiRequest, r *http.Request) (*cacheLookup, string) {
+	c := rl.Cache
+	if c == nil {
+		return nil, ""
+	}
+	cl := &cacheLookup{c: c, control: parseCacheControl(r.Header), endpoint: cache.EndpointOf(ar.endpoint)}
+	if r.Method != http.MethodPost || ar.kind != bodyJSON || cl.control.noStore || !slices.Contains(c.Paths, ar.endpoint) {
+		return nil, cacheBypass
+	}
+	scope := ""
+	if c.Scope == "client" {
+		scope = client.Name
+	}
+	path := ar.endpoint
+	if r.URL.RawQuery != "" {
+		path += "?" + r.URL.RawQuery
+	}
+	key, ok, err := cache.Identity(scope, r.Method, path, ar.model, ar.body, &c.identity)
+	if err != nil || !ok {
+		return nil, cacheBypass
+	}
+	cl.key = key
+	return cl, ""
+}
+
+// serveCached answers the request from the store if it can, in the form the
+// client asked for (a stored stream serves a non-stream request and the
+// reverse). It reports whether it answered.
+func (pr *proxyRequest) serveCached(w http.ResponseWriter, cl *cacheLookup) bool {
+	if cl.control.noCache {
+		return false
+	}
+	e, ok := cl.c.store.Get(pr.req.Context(), cl.key)
+	if !ok {
+		return false
+	}
+	age := e.Age(time.Now())
+	if cl.control.maxAge >= 0 && age > cl.control.maxAge {
+		return false
+	}
+	body, stream, ok := pr.convert(e.Body, e.Stream, cl.endpoint)
+	if !ok {
+		return false
+	}
+	if !pr.countCachedRequest(w) {
+		return true
+	}
+	h := w.Header()
+	for k, v := range e.Header {
+		h[k] = v
+	}
+	setCacheHeaders(h, stream, cacheHit)
+	h.Set("Age", strconv.FormatInt(int64(age/time.Second), 10))
+	pr.repl.Set(phCache, cacheHit)
+	cacheResults.WithLabelValues(cacheHit).Inc()
+	w.WriteHeader(e.Status)
+	pr.writeStored(w, body, stream)
+	return true
+}
+
+// convert turns a stored answer into the form the request wants: the same
+// form as it is (a stream through the usage filter), or a stream made from
+// an answer and the reverse.
+func (pr *proxyRequest) convert(body []byte, isStream bool, ep cache.Endpoint) ([]byte, bool, bool) {
+	want := pr.api.stream
+	var err error
+	switch {
+	case isStream == want:
+		return body, isStream, true
+	case want:
+		body, err = cache.ToSSE(ep, body, pr.api.wantsUsage)
+	default:
+		body, err = cache.FromSSE(ep, body)
+	}
+	return body, want, err == nil
+}
+
+// writeStored writes a stored (or assembled) answer, taking out of a stream
+// the usage its client did not ask for.
+func (pr *proxyRequest) writeStored(w http.ResponseWriter, body []byte, stream bool) {
+	if stream && pr.api.needsUsageOption() {
+		tap := newStreamTap(pr.api.endpoint, true)
+		body = append(tap.feed(body), tap.close()...)
+	}
+	_, _ = w.Write(body)
+}
+
+// countCachedRequest counts a request served without an upstream call
+// against the client's request limits. It answers 429 and returns false
+// when the client has no room.
+func (pr *proxyRequest) countCachedRequest(w http.ResponseWriter) bool {
+	l := pr.client.limiter
+	if l == nil {
+		return true
+	}
+	now := time.Now()
+	r, at, ok := l.Reserve(now, 0)
+	if !ok {
+		wait := time.Second
+		if !at.IsZero() {
+			wait = max(time.Until(at), time.Second)
+		}
+		errNoCapacity(wait, "this client's own rate limit is reached.").write(w)
+		return false
+	}
+	r.Settle(now, 0)
+	setClientRateLimitHeaders(w.Header(), l, now)
+	return true
+}
+
+func setCacheHeaders(h http.Header, stream bool, result string) {
+	h.Set("X-Relay-Cache", result)
+	h.Del("Content-Length")
+	if stream {
+		h.Set("Content-Type", "text/event-stream; charset=utf-8")
+		h.Set("Cache-Control", "no-cache")
+	} else if !strings.Contains(h.Get("Content-Type"), "json") {
+		h.Set("Content-Type", "application/json")
+		h.Del("Cache-Control")
+	}
+}
+
+// follow serves a request folded into an identical one in flight. It
+// returns false when the leader gave up before answering: the caller then
+// joins again, and one of the waiters becomes the new leader.
+func (pr *proxyRequest) follow(w http.ResponseWriter, f *cache.Flight, cl *cacheLookup) (served bool) {
+	ctx := pr.req.Context()
+	fl, err := f.Follow(ctx)
+	if err != nil {
+		return errors.Is(err, context.Canceled) || ctx.Err() != nil // the client left: nothing to serve
+	}
+	defer fl.Close()
+	leaderStream := strings.HasPrefix(fl.Header().Get("Content-Type"), "text/event-stream")
+	if leaderStream != pr.api.stream || fl.Status() < 200 || fl.Status() >= 300 {
+		// Another form than the leader's (or an error answer): wait for the
+		// whole answer and convert it.
+		var all []byte
+		for {
+			p, err := fl.Next(ctx)
+			all = append(all, p...)
+			if err != nil {
+				if ctx.Err() != nil {
+					return true
+				}
+				if !isEOF(err) {
+					return false
+				}
+				break
+			}
+		}
+		body, stream, ok := all, leaderStream, true
+		if fl.Status() >= 200 && fl.Status() < 300 {
+			body, stream, ok = pr.convert(all, leaderStream, cl.endpoint)
+		}
+		if !ok || !pr.countCachedRequest(w) {
+			return ok
+		}
+		h := w.Header()
+		copyResponseHeader(h, fl.Header())
+		setCacheHeaders(h, stream, cacheCoalesced)
+		pr.finishCoalesced()
+		w.WriteHeader(fl.Status())
+		pr.writeStored(w, body, stream)
+		return true
+	}
+	if !pr.countCachedRequest(w) {
+		return true
+	}
+	h := w.Header()
+	copyResponseHeader(h, fl.Header())
+	setCacheHeaders(h, leaderStream, cacheCoalesced)
+	pr.finishCoalesced()
+	w.WriteHeader(fl.Status())
+	rc := http.NewResponseController(w)
+	var tap *streamTap
+	if leaderStream {
+		_ = rc.Flush()
+		if pr.api.needsUsageOption() {
+			tap = newStreamTap(pr.api.endpoint, true)
+		}
+	}
+	for {
+		p, err := fl.Next(ctx)
+		if tap != nil {
+			p = tap.feed(p)
+		}
+		if len(p) > 0 {
+			if _, werr := w.Write(p); werr != nil {
+				return true
+			}
+			if leaderStream {
+				_ = rc.Flush()
+			}
+		}
+		if err != nil {
+			if tap != nil && isEOF(err) {
+				_, _ = w.Write(tap.close())
+			}
+			// A leader that lost its upstream mid-body cut this stream too;
+			// bytes were sent, so there is nothing else to do.
+			return true
+		}
+	}
+}
+
+func (pr *proxyRequest) finishCoalesced() {
+	pr.repl.Set(phCache, cacheCoalesced)
+	cacheResults.WithLabelValues(cacheCoalesced).Inc()
+}
+
+// recorder feeds the leader's upstream answer to the requests folded into
+// it, and stores it once complete.
+type recorder struct {
+	cl     *cacheLookup
+	flight *cache.Flight
+	ended  bool
+}
+
+func (rec *recorder) start(resp *http.Response) {
+	rec.flight.Start(resp.StatusCode, resp.Header.Clone())
+}
+
+func (rec *recorder) write(p []byte) { rec.flight.Write(p) }
+
+// finish ends the flight: a complete 2xx answer is stored first, so that a
+// request arriving as the flight ends finds it in the store.
+func (rec *recorder) finish(ctx context.Context, resp *http.Response, complete bool, bodyErr error) {
+	rec.ended = true
+	if !complete {
+		rec.flight.FailBody(bodyErr)
+		return
+	}
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		body := rec.flight.Body()
+		if int64(len(body)) <= rec.cl.c.MaxEntry {
+			rec.cl.c.store.Set(ctx, rec.cl.key, &cache.Entry{
+				Status: resp.StatusCode,
+				Header: cache.ReplayHeader(resp.Header),
+				Body:   body,
+				Stream: isEventStream(resp),
+				Stored: time.Now(),
+			}, time.Duration(rec.cl.c.TTL))
+		}
+	}
+	rec.flight.Finish()
+}
+
+// abandon lets the requests folded into this one go their own way when it
+// ends without an upstream answer to share.
+func (rec *recorder) abandon() {
+	if rec != nil && !rec.ended {
+		rec.ended = true
+		rec.flight.Abandon()
+	}
+}
+
+func isEOF(err error) bool { return errors.Is(err, io.EOF) }
+
+// cacheStats adds up the statistics of every cache store in use.
+func cacheStats() cache.Stats {
+	var total cache.Stats
+	cacheStores.Range(func(_, v any) bool {
+		st := v.(*sharedStore).store.Stats()
+		total.Entries += st.Entries
+		total.Bytes += st.Bytes
+		total.Hits += st.Hits
+		total.Misses += st.Misses
+		total.Evictions += st.Evictions
+		total.Expired += st.Expired
+		return true
+	})
+	return total
+}
