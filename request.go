@@ -144,9 +144,9 @@ func (ar *apiRequest) parseJSON() *apiError {
 		return errBadRequest("We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON.)", "")
 	}
 	var bad *apiError
-	ok := eachMember(ar.body, func(key string, start, end int) {
+	ok := eachMember(ar.body, func(key []byte, start, end int) {
 		raw := ar.body[start:end]
-		switch key {
+		switch string(key) {
 		case "model":
 			var m string
 			if err := json.Unmarshal(raw, &m); err != nil {
@@ -306,17 +306,18 @@ func rewriteMultipartField(body []byte, boundary, field, value string) ([]byte, 
 	return out.Bytes(), nil
 }
 
-// eachMember calls fn with the name and value byte range of every member of
-// the top-level JSON object in data. It returns false if the document is not
-// an object. Given invalid JSON it still ends, but the members it reports are
-// meaningless: validate first where that matters.
-func eachMember(data []byte, fn func(key string, start, end int)) bool {
-	return eachMemberSpan(data, func(key string, _, start, end int) { fn(key, start, end) })
+// eachMember calls fn with the name (unescaped; valid during the call only)
+// and value byte range of every member of the top-level JSON object in data.
+// It returns false if the document is not an object. Given invalid JSON it
+// still ends, but the members it reports are meaningless: validate first
+// where that matters. It allocates only for names with escapes.
+func eachMember(data []byte, fn func(key []byte, start, end int)) bool {
+	return eachMemberSpan(data, func(key []byte, _, start, end int) { fn(key, start, end) })
 }
 
 // eachMemberSpan is eachMember that also gives where the member's name
 // starts, for callers that cut whole members out.
-func eachMemberSpan(data []byte, fn func(key string, keyStart, start, end int)) bool {
+func eachMemberSpan(data []byte, fn func(key []byte, keyStart, start, end int)) bool {
 	i := skipSpace(data, 0)
 	if i >= len(data) || data[i] != '{' {
 		return false
@@ -339,12 +340,11 @@ func eachMemberSpan(data []byte, fn func(key string, keyStart, start, end int)) 
 		if keyEnd-1 <= i || keyEnd > len(data) || data[keyEnd-1] != '"' {
 			return false // an unterminated key
 		}
-		key := data[i+1 : keyEnd-1]
-		var name string
-		if bytes.IndexByte(key, '\\') >= 0 {
-			_ = json.Unmarshal(data[i:keyEnd], &name)
-		} else {
-			name = string(key)
+		name := data[i+1 : keyEnd-1]
+		if bytes.IndexByte(name, '\\') >= 0 {
+			var unescaped string
+			_ = json.Unmarshal(data[i:keyEnd], &unescaped)
+			name = []byte(unescaped)
 		}
 		i = skipSpace(data, keyEnd)
 		i = skipSpace(data, i+1) // the colon
@@ -365,8 +365,8 @@ func eachMemberSpan(data []byte, fn func(key string, keyStart, start, end int)) 
 // dst's spare capacity.
 func removeMember(dst, data []byte, name string) []byte {
 	from, to := -1, -1
-	eachMemberSpan(data, func(key string, keyStart, _, end int) {
-		if key == name && from < 0 {
+	eachMemberSpan(data, func(key []byte, keyStart, _, end int) {
+		if string(key) == name && from < 0 {
 			from, to = keyStart, end
 		}
 	})

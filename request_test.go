@@ -225,11 +225,11 @@ func FuzzEachMember(f *testing.F) {
 	f.Add([]byte(`{,,]`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		got := map[string]string{}
-		ok := eachMember(data, func(key string, start, end int) {
+		ok := eachMember(data, func(key []byte, start, end int) {
 			if start < 0 || end > len(data) || start > end {
 				t.Fatalf("span %d..%d out of %d bytes", start, end, len(data))
 			}
-			got[key] = string(data[start:end])
+			got[string(key)] = string(data[start:end])
 		})
 		if !json.Valid(data) {
 			return

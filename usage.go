@@ -3,7 +3,6 @@ package openairelay
 import (
 	"bytes"
 	"encoding/json"
-	"strings"
 
 	"github.com/caddyrelay/openairelay/internal/cache"
 )
@@ -48,8 +47,8 @@ func usageOf(body []byte) (usage, bool) {
 // member returns the raw value of a top-level member of a JSON object.
 func member(data []byte, name string) ([]byte, bool) {
 	var raw []byte
-	eachMember(data, func(key string, start, end int) {
-		if key == name && raw == nil {
+	eachMember(data, func(key []byte, start, end int) {
+		if string(key) == name && raw == nil {
 			raw = data[start:end]
 		}
 	})
@@ -62,11 +61,15 @@ func member(data []byte, name string) ([]byte, bool) {
 // usage out again, so that the client receives what it would have received
 // without the relay: the final usage-only chunk is dropped and the
 // `"usage":null` member of every other chunk removed.
+//
+// It runs on every event of every stream, so it looks at as little as it
+// can: most events carry no usage and are only counted.
 type streamTap struct {
 	responses bool // a Responses API stream: usage arrives in response.completed
 	strip     bool
 
-	parser cache.Parser
+	parser cache.Parser // events, when the bytes pass through unchanged
+	held   []byte       // an incomplete event, when they do not
 	out    []byte
 	u      usage
 	have   bool
@@ -84,48 +87,108 @@ func (t *streamTap) rewrites() bool { return t.strip }
 // unless the tap rewrites, in which case complete events are sent and an
 // incomplete one is held until its end arrives.
 func (t *streamTap) feed(p []byte) []byte {
-	t.parser.Feed(p)
+	if !t.strip {
+		t.parser.Feed(p)
+		for {
+			ev, ok := t.parser.Next()
+			if !ok {
+				return p
+			}
+			t.observe(ev.Name, ev.Data)
+		}
+	}
+	t.held = append(t.held, p...)
 	t.out = t.out[:0]
 	for {
-		ev, ok := t.parser.Next()
-		if !ok {
+		n := eventEnd(t.held)
+		if n < 0 {
 			break
 		}
-		t.observe(ev)
+		t.rewrite(t.held[:n])
+		t.held = t.held[n:]
 	}
-	if !t.strip {
-		return p
+	// Compact the held bytes so the buffer does not grow with the stream.
+	if len(t.held) == 0 {
+		t.held = t.held[:0:cap(t.held)]
 	}
 	return t.out
 }
 
-// close ends the stream and returns what is left to send.
+// close ends the stream and returns what is left to send: an event the
+// upstream did not end with a blank line is sent as it is.
 func (t *streamTap) close() []byte {
-	if !t.strip {
+	if !t.strip || len(t.held) == 0 {
 		return nil
 	}
-	t.parser.Close()
 	t.out = t.out[:0]
-	for {
-		ev, ok := t.parser.Next()
-		if !ok {
-			return t.out
-		}
-		t.observe(ev)
+	t.rewrite(t.held)
+	t.held = nil
+	return t.out
+}
+
+// eventEnd returns the length of the first complete event in b (through
+// its blank line), or -1.
+func eventEnd(b []byte) int {
+	lf := bytes.Index(b, []byte("\n\n"))
+	crlf := bytes.Index(b, []byte("\r\n\r\n"))
+	switch {
+	case lf < 0 && crlf < 0:
+		return -1
+	case crlf < 0 || (lf >= 0 && lf < crlf):
+		return lf + 2
+	default:
+		return crlf + 4
 	}
 }
 
-func (t *streamTap) observe(ev cache.Event) {
-	if bytes.Equal(ev.Data, []byte("[DONE]")) {
-		if t.strip {
-			t.out = cache.AppendEvent(t.out, ev.Name, ev.Data)
+// rewrite appends one raw event to t.out without the usage the client did
+// not ask for.
+func (t *streamTap) rewrite(raw []byte) {
+	for ev := range cache.Events(raw) {
+		t.observe(ev.Name, ev.Data)
+		if bytes.Equal(ev.Data, []byte("[DONE]")) || !bytes.Contains(ev.Data, []byte(`"usage"`)) {
+			break
 		}
+		if t.usageOnly(ev.Data) {
+			return // the usage-only chunk the client did not ask for
+		}
+		// OpenAI writes compact JSON: cut `,"usage":null` from the raw
+		// event. Anything else is re-encoded with the member removed.
+		if i := bytes.Index(raw, []byte(`,"usage":null`)); i >= 0 && bytes.Count(raw, []byte(`"usage"`)) == 1 {
+			t.out = append(t.out, raw[:i]...)
+			t.out = append(t.out, raw[i+len(`,"usage":null`):]...)
+			return
+		}
+		t.out = cache.AppendEvent(t.out, ev.Name, removeMember(nil, ev.Data, "usage"))
+		return
+	}
+	t.out = append(t.out, raw...)
+}
+
+// usageOnly reports whether a chat chunk is the final one that only carries
+// usage (no choices).
+func (t *streamTap) usageOnly(data []byte) bool {
+	if t.responses || bytes.Contains(data, []byte(`"usage":null`)) {
+		return false
+	}
+	raw, ok := member(data, "usage")
+	if !ok || bytes.Equal(raw, []byte("null")) {
+		return false
+	}
+	choices, _ := member(data, "choices")
+	return isEmptyArray(choices)
+}
+
+// observe counts an event and reads the usage it carries, if any.
+func (t *streamTap) observe(name string, data []byte) {
+	if bytes.Equal(data, []byte("[DONE]")) {
 		return
 	}
 	t.events++
 	if t.responses {
-		if strings.HasPrefix(ev.Name, "response.") || bytes.Contains(ev.Data, []byte(`"response.`)) {
-			if resp, ok := member(ev.Data, "response"); ok {
+		if name == "response.completed" || name == "response.incomplete" || name == "response.failed" ||
+			(name == "" && bytes.Contains(data, []byte(`"type":"response.`)) && bytes.Contains(data, []byte(`"usage":{`))) {
+			if resp, ok := member(data, "response"); ok {
 				if u, ok := usageOf(resp); ok {
 					t.u, t.have = u, true
 				}
@@ -133,19 +196,18 @@ func (t *streamTap) observe(ev cache.Event) {
 		}
 		return
 	}
-	raw, hasUsage := member(ev.Data, "usage")
-	if hasUsage && !bytes.Equal(raw, []byte("null")) {
-		if u, ok := usageOf(ev.Data); ok {
-			t.u, t.have = u, true
-		}
-		if t.strip {
-			if choices, _ := member(ev.Data, "choices"); isEmptyArray(choices) {
-				return // the usage-only chunk the client did not ask for
-			}
-		}
+	// Most chunks carry no usage, or "usage":null: only a chunk with a
+	// usage object is read.
+	i := bytes.Index(data, []byte(`"usage"`))
+	if i < 0 {
+		return
 	}
-	if t.strip {
-		t.out = cache.AppendEvent(t.out, ev.Name, removeMember(nil, ev.Data, "usage"))
+	rest := bytes.TrimLeft(data[i+len(`"usage"`):], " \t\r\n:")
+	if len(rest) == 0 || rest[0] != '{' {
+		return
+	}
+	if u, ok := usageOf(data); ok {
+		t.u, t.have = u, true
 	}
 }
 
