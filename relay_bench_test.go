@@ -74,16 +74,26 @@ var benchUpstreams = []benchUpstream{
 // upstream at baseURL (ending in /v1), through the exported API only.
 func newBenchRelay(b testing.TB, baseURL string, nKeys int) *openairelay.Relay {
 	b.Helper()
+	return newBenchRelayWith(b, baseURL, nKeys, nil)
+}
+
+// newBenchRelayWith is newBenchRelay with more top-level config fields.
+func newBenchRelayWith(b testing.TB, baseURL string, nKeys int, extra map[string]any) *openairelay.Relay {
+	b.Helper()
 	keys := make([]map[string]any, nKeys)
 	for i := range keys {
 		// Keys unique to this benchmark: key state is shared process-wide
 		// by upstream URL and key, and the URL is a fresh port anyway.
 		keys[i] = map[string]any{"key": fmt.Sprintf("sk-bench-%s-%05d", b.Name(), i)}
 	}
-	cfg, err := json.Marshal(map[string]any{
+	config := map[string]any{
 		"clients":   []map[string]any{{"name": "bench", "keys": []string{benchClientKey}}},
 		"upstreams": []map[string]any{{"name": "up", "url": baseURL, "keys": keys}},
-	})
+	}
+	for k, v := range extra {
+		config[k] = v
+	}
+	cfg, err := json.Marshal(config)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -312,4 +322,64 @@ func TestBenchRelaySetup(t *testing.T) {
 	if !strings.HasPrefix(w.h.Get("Content-Type"), "text/event-stream") {
 		t.Errorf("stream: content type %q", w.h.Get("Content-Type"))
 	}
+}
+
+// BenchmarkCache compares a cache hit with Caddy's own static `respond`
+// handler answering the same bytes (the floor for any handler) and with a
+// miss (Cache-Control: no-cache: the lookup is skipped, the answer fetched
+// from the static upstream and stored).
+//
+//	go test -run '^$' -bench Cache -benchmem .
+func BenchmarkCache(b *testing.B) {
+	body := []byte(benchChatBody)
+	srv := httptest.NewServer(staticUpstream())
+	b.Cleanup(srv.Close)
+	rl := newBenchRelayWith(b, srv.URL+"/v1", 1, map[string]any{"cache": map[string]any{}})
+	w := &discardWriter{h: make(http.Header)}
+	if err := relayOnce(rl, w, body); err != nil { // stores the answer
+		b.Fatal(err)
+	}
+	b.Run("hit", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := relayOnce(rl, w, body); err != nil {
+				b.Fatal(err)
+			}
+			if w.h.Get("X-Relay-Cache") != "HIT" {
+				b.Fatalf("X-Relay-Cache %q", w.h.Get("X-Relay-Cache"))
+			}
+		}
+	})
+	b.Run("miss", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			clear(w.h)
+			w.status, w.n = 0, 0
+			req := httptest.NewRequest(http.MethodPost, "http://relay.test/v1/chat/completions", bytes.NewReader(body))
+			req.Header.Set("Authorization", "Bearer "+benchClientKey)
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Cache-Control", "no-cache")
+			req = caddyhttp.PrepareRequest(req, caddy.NewReplacer(), w, &caddyhttp.Server{})
+			if err := rl.ServeHTTP(w, req, nil); err != nil || w.status != http.StatusOK {
+				b.Fatalf("%v %d", err, w.status)
+			}
+		}
+	})
+	b.Run("respond", func(b *testing.B) {
+		respond := caddyhttp.StaticResponse{
+			StatusCode: caddyhttp.WeakString("200"),
+			Body:       staticChatCompletion,
+			Headers:    http.Header{"Content-Type": {"application/json"}},
+		}
+		b.ReportAllocs()
+		for b.Loop() {
+			clear(w.h)
+			w.status, w.n = 0, 0
+			req := httptest.NewRequest(http.MethodPost, "http://relay.test/v1/chat/completions", bytes.NewReader(body))
+			req = caddyhttp.PrepareRequest(req, caddy.NewReplacer(), w, &caddyhttp.Server{})
+			if err := respond.ServeHTTP(w, req, nil); err != nil || w.n == 0 {
+				b.Fatalf("%v %d", err, w.n)
+			}
+		}
+	})
 }

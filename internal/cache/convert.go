@@ -577,6 +577,13 @@ func (a *assembler) result() []byte {
 		}
 		b = append(appendKey(append(b, '{'), "index"), c.indexRaw...)
 		if a.chat {
+			// OpenAI answers a tool call with content null, while its
+			// stream may open with an empty content delta.
+			if cont := c.msg.get("content"); cont != nil && cont.kind == 's' && len(cont.str) == 0 {
+				if calls := c.msg.get("tool_calls"); calls != nil && calls.kind != 0 {
+					cont.kind = 0
+				}
+			}
 			b = c.msg.appendJSON(appendKey(b, "message"))
 		} else {
 			b = appendQuoted(appendKey(b, "text"), c.text)
