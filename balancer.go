@@ -2,6 +2,7 @@ package openairelay
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"sort"
 	"sync"
@@ -18,7 +19,8 @@ import (
 // on the key if it has room now and reports whether it did. A policy never
 // looks at every key when it need not: least_loaded and weighted_random
 // sample, so a pick costs the same with 10 keys or 10,000 while most keys
-// have room, and fall back to a scan only when the samples had none.
+// have room, and fall back to a scan only when the samples had none;
+// weighted_round_robin keeps its keys in a heap by turn.
 
 // Balance policies.
 const (
@@ -39,7 +41,7 @@ func newKeyPicker(policy string, keys []*poolKey) (keyPicker, error) {
 	case balanceRandom:
 		return &weightedRandom{weighted: newWeighted(keys)}, nil
 	case balanceWeightedRR:
-		return &weightedRoundRobin{keys: keys, wrr: newSmoothWRR(len(keys))}, nil
+		return newWeightedRoundRobin(keys), nil
 	}
 	return nil, fmt.Errorf("unknown balance policy %q (want %s, %s or %s)", policy, balanceLeastLoaded, balanceWeightedRR, balanceRandom)
 }
@@ -154,33 +156,107 @@ func (p *leastLoaded) pickExact(now time.Time, try func(*poolKey) bool) *poolKey
 	return nil
 }
 
-// weightedRoundRobin is smooth weighted round robin over the keys that have
-// room: keys take turns in proportion to their weights, interleaved. It has
-// to look at every key on each pick (O(n)); prefer least_loaded or
-// weighted_random for pools of thousands of keys.
+// weightedRoundRobin gives keys turns in proportion to their weights,
+// interleaved, as earliest-deadline-first over virtual time: a key of weight
+// w is due every 1/w, and the pick is the key due first that has room. Keys
+// are kept in a heap by when they are due, so a pick costs O(log n) while the
+// key due first has room; keys without room are passed over (and keep their
+// turn) at O(log n) each.
 type weightedRoundRobin struct {
-	keys []*poolKey
-	wrr  *smoothWRR
+	mu    sync.Mutex
+	queue wrrHeap
+}
+
+type wrrEntry struct {
+	key  *poolKey
+	due  float64 // virtual time of the key's next turn
+	step float64 // 1 / weight
+	seq  int     // ties go to the key configured first
+}
+
+type wrrHeap []*wrrEntry
+
+func (h wrrHeap) less(i, j int) bool {
+	if h[i].due != h[j].due {
+		return h[i].due < h[j].due
+	}
+	return h[i].seq < h[j].seq
+}
+
+func (h wrrHeap) up(i int) {
+	for i > 0 {
+		parent := (i - 1) / 2
+		if !h.less(i, parent) {
+			return
+		}
+		h[i], h[parent] = h[parent], h[i]
+		i = parent
+	}
+}
+
+func (h wrrHeap) down(i int) {
+	for {
+		least, l, r := i, 2*i+1, 2*i+2
+		if l < len(h) && h.less(l, least) {
+			least = l
+		}
+		if r < len(h) && h.less(r, least) {
+			least = r
+		}
+		if least == i {
+			return
+		}
+		h[i], h[least] = h[least], h[i]
+		i = least
+	}
+}
+
+func (h *wrrHeap) push(e *wrrEntry) {
+	*h = append(*h, e)
+	h.up(len(*h) - 1)
+}
+
+func (h *wrrHeap) pop() *wrrEntry {
+	old := *h
+	e := old[0]
+	last := len(old) - 1
+	old[0] = old[last]
+	*h = old[:last]
+	h.down(0)
+	return e
+}
+
+func newWeightedRoundRobin(keys []*poolKey) *weightedRoundRobin {
+	p := &weightedRoundRobin{queue: make(wrrHeap, 0, len(keys))}
+	for i, k := range keys {
+		step := 1 / float64(k.weight)
+		// Each key starts at its own phase within its first step (spread by
+		// the golden ratio), so that keys of equal weight do not fall due
+		// together and come back to back.
+		_, phase := math.Modf(0.5 + float64(i)*0.6180339887498949)
+		p.queue.push(&wrrEntry{key: k, due: step * phase, step: step, seq: i})
+	}
+	return p
 }
 
 func (p *weightedRoundRobin) pick(_ time.Time, try func(*poolKey) bool) *poolKey {
-	// The WRR state advances only over keys offered; a key refused by try is
-	// left out and the pick is made again among the rest.
-	var refused map[*poolKey]bool
-	for range p.keys {
-		i := p.wrr.pick(len(p.keys),
-			func(i int) int { return p.keys[i].weight },
-			func(i int) bool { return !refused[p.keys[i]] })
-		if i < 0 {
-			return nil
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var passed [8]*wrrEntry
+	skipped := passed[:0]
+	defer func() {
+		for _, e := range skipped {
+			p.queue.push(e)
 		}
-		if try(p.keys[i]) {
-			return p.keys[i]
+	}()
+	for len(p.queue) > 0 {
+		e := p.queue.pop()
+		if try(e.key) {
+			e.due += e.step
+			p.queue.push(e)
+			return e.key
 		}
-		if refused == nil {
-			refused = make(map[*poolKey]bool)
-		}
-		refused[p.keys[i]] = true
+		skipped = append(skipped, e)
 	}
 	return nil
 }

@@ -52,14 +52,40 @@ func TestPoliciesHonourWeights(t *testing.T) {
 }
 
 func TestSmoothWRRInterleaves(t *testing.T) {
+	// nginx's smooth WRR, used between upstreams.
+	s := newSmoothWRR(3)
+	weights := []int{5, 1, 1}
+	var seq []int
+	for range 7 {
+		seq = append(seq, s.pick(3, func(i int) int { return weights[i] }, func(int) bool { return true }))
+	}
+	if got := fmt.Sprint(seq); got != "[0 0 1 0 2 0 0]" {
+		t.Errorf("sequence %s; want nginx's a a b a c a a", got)
+	}
+}
+
+func TestWeightedRoundRobinInterleaves(t *testing.T) {
 	keys := testKeys(5, 1, 1)
 	p, _ := newKeyPicker(balanceWeightedRR, keys)
 	var seq []string
-	for range 7 {
+	for range 14 {
 		seq = append(seq, p.pick(time.Now(), func(*poolKey) bool { return true }).id)
 	}
-	if got := fmt.Sprint(seq); got != "[k0 k0 k1 k0 k2 k0 k0]" {
-		t.Errorf("sequence %s; want nginx's a a b a c a a", got)
+	// Every window of 7 picks holds 5 k0, 1 k1, 1 k2, and the light keys
+	// never come twice in a row.
+	for start := 0; start+7 <= len(seq); start += 7 {
+		counts := map[string]int{}
+		for _, id := range seq[start : start+7] {
+			counts[id]++
+		}
+		if counts["k0"] != 5 || counts["k1"] != 1 || counts["k2"] != 1 {
+			t.Errorf("window %v: %v", seq[start:start+7], counts)
+		}
+	}
+	for i := 1; i < len(seq); i++ {
+		if seq[i] != "k0" && seq[i-1] != "k0" {
+			t.Errorf("light keys back to back in %v", seq)
+		}
 	}
 }
 
