@@ -177,6 +177,8 @@ func (rl *Relay) Provision(ctx caddy.Context) error {
 	rl.queue = limit.NewQueue(rl.MaxQueue)
 	queues.add(rl.queue)
 
+	loadSnapshot(rl.logger)
+
 	// A plain replacer resolves {env.*} and {file.*}: secrets written that
 	// way never appear in the JSON config Caddy saves and serves.
 	repl := caddy.NewReplacer()
@@ -203,6 +205,7 @@ func (rl *Relay) Provision(ctx caddy.Context) error {
 		}
 	}
 	go rl.probeRetired(ctx)
+	startSnapshots(ctx, rl.logger)
 	return nil
 }
 
@@ -315,8 +318,11 @@ func (rl *Relay) provisionKeys(repl *caddy.Replacer) error {
 			}
 			pk.limiter = loadLimiter(pk.limiterID, lim)
 			pk.unconfigured = lim.RPM == 0 && lim.TPM == 0
-			state, _ := keyStates.LoadOrStore(pk.poolID, &keyState{})
+			state, loaded := keyStates.LoadOrStore(pk.poolID, &keyState{})
 			pk.state = state.(*keyState)
+			if !loaded {
+				restoreKey(pk.poolID, pk.state, time.Duration(rl.ProbeBackoff))
+			}
 			pk.state.describe(id, u.Name, k.LimitGroup, pk.limiter)
 			rl.keys = append(rl.keys, pk)
 			upKeys = append(upKeys, pk)
@@ -414,6 +420,13 @@ func (rl *Relay) Validate() error {
 // Cleanup releases this config's hold on the shared key states. Caddy calls
 // it also when Provision failed half-way, so it copes with a partial state.
 func (rl *Relay) Cleanup() error {
+	// Saved before the states are released: on a stop this is the last
+	// chance, and on a reload the new config holds them anyway.
+	if len(rl.keys) > 0 {
+		if err := saveSnapshot(); err != nil && rl.logger != nil {
+			rl.logger.Warn("could not save the relay state", zap.String("file", snapshotPath()), zap.Error(err))
+		}
+	}
 	for _, k := range rl.keys {
 		if k.state != nil {
 			_, _ = keyStates.Delete(k.poolID)

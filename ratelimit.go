@@ -94,6 +94,8 @@ func loadLimiter(id string, lim Limits) *limit.Limiter {
 	l := v.(sharedLimiter).Limiter
 	if loaded {
 		l.SetLimits(lim.core())
+	} else {
+		restoreCounters(id, l)
 	}
 	return l
 }

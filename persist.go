@@ -1,0 +1,180 @@
+package openairelay
+
+import (
+	"encoding/json"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+
+	"github.com/caddyrelay/openairelay/internal/limit"
+)
+
+// What survives a restart: the daily counters of keys, limit groups and
+// clients (so RPD and TPD hold across a restart on the same UTC day) and
+// which keys are retired and why (so a dead key is not tried again at once).
+// They are written as a JSON snapshot in Caddy's data directory every
+// snapshotInterval and when a config is unloaded (a reload or a stop), and
+// read at the first provision of the process. Secrets are not in it: keys are
+// named by the upstream URL and a hash.
+
+const snapshotInterval = 30 * time.Second
+
+// snapshot is the file's content.
+type snapshot struct {
+	Version  int                         `json:"version"`
+	Saved    time.Time                   `json:"saved"`
+	Retired  map[string]retiredSnapshot  `json:"retired,omitempty"`
+	Counters map[string]limit.DailyState `json:"counters,omitempty"`
+}
+
+type retiredSnapshot struct {
+	Reason       string        `json:"reason"`
+	At           time.Time     `json:"at"`
+	ProbeBackoff time.Duration `json:"probe_backoff"`
+	Manual       bool          `json:"manual,omitempty"`
+}
+
+func snapshotPath() string {
+	return filepath.Join(caddy.AppDataDir(), "openai_relay", "state.json")
+}
+
+// persisted is the snapshot read at start, applied to each key and limiter
+// as it is created, and the writer's state.
+var persisted struct {
+	mu       sync.Mutex
+	loaded   bool
+	restore  snapshot
+	running  bool
+}
+
+// loadSnapshot reads the snapshot once per process.
+func loadSnapshot(logger *zap.Logger) {
+	persisted.mu.Lock()
+	defer persisted.mu.Unlock()
+	if persisted.loaded {
+		return
+	}
+	persisted.loaded = true
+	data, err := os.ReadFile(snapshotPath())
+	if errors.Is(err, fs.ErrNotExist) {
+		return
+	}
+	if err == nil {
+		err = json.Unmarshal(data, &persisted.restore)
+	}
+	if err != nil && logger != nil {
+		logger.Warn("could not read the saved relay state; starting afresh", zap.String("file", snapshotPath()), zap.Error(err))
+	}
+}
+
+// restoreKey applies the saved retirement of a key whose state was just
+// created.
+func restoreKey(poolID string, ks *keyState, probeBackoff time.Duration) {
+	persisted.mu.Lock()
+	r, ok := persisted.restore.Retired[poolID]
+	delete(persisted.restore.Retired, poolID) // applied once: later state is live
+	persisted.mu.Unlock()
+	if !ok {
+		return
+	}
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
+	ks.retiredReason, ks.retiredAt, ks.manual = r.Reason, r.At, r.Manual
+	ks.probeBackoff = max(r.ProbeBackoff, probeBackoff)
+	ks.nextProbe = time.Now().Add(ks.probeBackoff)
+}
+
+// restoreCounters applies saved daily counters to a limiter just created.
+func restoreCounters(id string, l *limit.Limiter) {
+	persisted.mu.Lock()
+	st, ok := persisted.restore.Counters[id]
+	delete(persisted.restore.Counters, id)
+	persisted.mu.Unlock()
+	if ok {
+		l.RestoreDaily(st)
+	}
+}
+
+// takeSnapshot gathers the state of everything in use.
+func takeSnapshot() snapshot {
+	s := snapshot{Version: 1, Saved: time.Now().UTC(),
+		Retired: make(map[string]retiredSnapshot), Counters: make(map[string]limit.DailyState)}
+	keyStates.Range(func(k, v any) bool {
+		ks := v.(*keyState)
+		ks.mu.Lock()
+		if ks.retiredReason != "" {
+			s.Retired[k.(string)] = retiredSnapshot{Reason: ks.retiredReason, At: ks.retiredAt,
+				ProbeBackoff: ks.probeBackoff, Manual: ks.manual}
+		}
+		ks.mu.Unlock()
+		return true
+	})
+	limiterStates.Range(func(k, v any) bool {
+		if st := v.(sharedLimiter).DailySnapshot(); st.Requests > 0 || st.Tokens > 0 {
+			s.Counters[k.(string)] = st
+		}
+		return true
+	})
+	return s
+}
+
+// saveSnapshot writes the snapshot atomically (a temporary file renamed).
+func saveSnapshot() error {
+	data, err := json.MarshalIndent(takeSnapshot(), "", "\t")
+	if err != nil {
+		return err
+	}
+	path := snapshotPath()
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".state-*.json")
+	if err != nil {
+		return err
+	}
+	_, werr := tmp.Write(data)
+	cerr := tmp.Close()
+	if err := errors.Join(werr, cerr); err != nil {
+		os.Remove(tmp.Name())
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+// startSnapshots runs the periodic writer, once per process; it stops with
+// the config that started it, and the next config's provision starts it
+// again.
+func startSnapshots(ctx caddy.Context, logger *zap.Logger) {
+	persisted.mu.Lock()
+	if persisted.running {
+		persisted.mu.Unlock()
+		return
+	}
+	persisted.running = true
+	persisted.mu.Unlock()
+	go func() {
+		ticker := time.NewTicker(snapshotInterval)
+		defer ticker.Stop()
+		defer func() {
+			persisted.mu.Lock()
+			persisted.running = false
+			persisted.mu.Unlock()
+		}()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-ticker.C:
+				if err := saveSnapshot(); err != nil {
+					logger.Warn("could not save the relay state", zap.String("file", snapshotPath()), zap.Error(err))
+				}
+			}
+		}
+	}()
+}
