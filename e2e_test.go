@@ -137,7 +137,7 @@ func (e *e2e) assertNoSecrets(upstreamKeys []string, clientKeys []string) {
 
 func chatParams(prompt string) openai.ChatCompletionNewParams {
 	return openai.ChatCompletionNewParams{
-		Model:    openai.ChatModelGPT4oMini,
+		Model:    "gpt-4o-mini",
 		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage(prompt)},
 	}
 }
@@ -185,7 +185,7 @@ func TestE2EEndpoints(t *testing.T) {
 	})
 	t.Run("embeddings", func(t *testing.T) {
 		res, err := client.Embeddings.New(ctx, openai.EmbeddingNewParams{
-			Model: openai.EmbeddingModelTextEmbedding3Small,
+			Model: "text-embedding-3-small",
 			Input: openai.EmbeddingNewParamsInputUnion{OfString: openai.String("a b c")},
 		})
 		if err != nil {
@@ -197,7 +197,7 @@ func TestE2EEndpoints(t *testing.T) {
 	})
 	t.Run("responses", func(t *testing.T) {
 		res, err := client.Responses.New(ctx, responses.ResponseNewParams{
-			Model: openai.ChatModelGPT4oMini,
+			Model: "gpt-4o-mini",
 			Input: responses.ResponseNewParamsInputUnion{OfString: openai.String("respond please")},
 		})
 		if err != nil {
@@ -209,7 +209,7 @@ func TestE2EEndpoints(t *testing.T) {
 	})
 	t.Run("responses stream", func(t *testing.T) {
 		stream := client.Responses.NewStreaming(ctx, responses.ResponseNewParams{
-			Model: openai.ChatModelGPT4oMini,
+			Model: "gpt-4o-mini",
 			Input: responses.ResponseNewParamsInputUnion{OfString: openai.String("stream a response")},
 		})
 		var text strings.Builder
@@ -243,7 +243,7 @@ func TestE2EEndpoints(t *testing.T) {
 		audio := bytes.Repeat([]byte("RIFFWAVE"), 2048)
 		res, err := client.Audio.Transcriptions.New(ctx, openai.AudioTranscriptionNewParams{
 			File:  openai.File(bytes.NewReader(audio), "speech.wav", "audio/wav"),
-			Model: openai.AudioModelWhisper1,
+			Model: "whisper-1",
 		})
 		if err != nil {
 			t.Fatal(err)

@@ -4,8 +4,6 @@ import (
 	"encoding/json"
 	"net/http"
 	"strconv"
-	"strings"
-	"time"
 )
 
 // outcome classifies an attempt (design §3.6).
@@ -101,53 +99,4 @@ func deadReason(status int, body []byte) string {
 		reason += " " + typ
 	}
 	return reason
-}
-
-// retryAfter is when the upstream says a rate-limited key may be used again:
-// retry-after-ms, then Retry-After (seconds or an HTTP date), then the later
-// of the x-ratelimit-reset-* durations.
-func retryAfter(h http.Header, now time.Time) (time.Time, bool) {
-	if v := h.Get("Retry-After-Ms"); v != "" {
-		if ms, err := strconv.ParseFloat(v, 64); err == nil && ms >= 0 {
-			return now.Add(time.Duration(ms * float64(time.Millisecond))), true
-		}
-	}
-	if v := h.Get("Retry-After"); v != "" {
-		if s, err := strconv.ParseFloat(v, 64); err == nil && s >= 0 {
-			return now.Add(time.Duration(s * float64(time.Second))), true
-		}
-		if t, err := http.ParseTime(v); err == nil {
-			return t, true
-		}
-	}
-	var latest time.Duration
-	for _, name := range []string{"X-Ratelimit-Reset-Requests", "X-Ratelimit-Reset-Tokens"} {
-		if d, ok := parseResetDuration(h.Get(name)); ok && d > latest {
-			latest = d
-		}
-	}
-	if latest > 0 {
-		return now.Add(latest), true
-	}
-	return time.Time{}, false
-}
-
-// parseResetDuration reads OpenAI's reset durations ("1s", "6m0s", "20ms",
-// "1m30.5s") and bare seconds ("12", "0.5") that compatible APIs send.
-func parseResetDuration(s string) (time.Duration, bool) {
-	s = strings.TrimSpace(s)
-	if s == "" {
-		return 0, false
-	}
-	if secs, err := strconv.ParseFloat(s, 64); err == nil {
-		if secs < 0 {
-			return 0, false
-		}
-		return time.Duration(secs * float64(time.Second)), true
-	}
-	d, err := time.ParseDuration(s)
-	if err != nil || d < 0 {
-		return 0, false
-	}
-	return d, true
 }

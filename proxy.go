@@ -97,14 +97,6 @@ func (pr *proxyRequest) serve(w http.ResponseWriter) {
 	pr.fail(w, last)
 }
 
-// excluding returns a copy of set without index i; the route's own slice is
-// shared with later attempts and must not change.
-func excluding(set []bool, i int) []bool {
-	out := append([]bool(nil), set...)
-	out[i] = false
-	return out
-}
-
 func containsPtr[T any](list []*T, p *T) bool {
 	for _, q := range list {
 		if q == p {

@@ -388,14 +388,19 @@ type audioForm struct {
 	size      int
 	hasFile   bool
 	format    string
-	translate bool
 }
+
+// clientMessage is an error whose text is OpenAI's message to the client,
+// capitalised as OpenAI writes it.
+type clientMessage string
+
+func (m clientMessage) Error() string { return string(m) }
 
 func parseAudio(ct string, body []byte) (audioForm, error) {
 	var f audioForm
 	mt, params, err := mime.ParseMediaType(ct)
 	if err != nil || mt != "multipart/form-data" || params["boundary"] == "" {
-		return f, errors.New("Invalid Content-Type header (" + ct + "), expected multipart/form-data. (HINT: If you're using curl, you can pass -H 'Content-Type: multipart/form-data')")
+		return f, clientMessage("Invalid Content-Type header (" + ct + "), expected multipart/form-data. (HINT: If you're using curl, you can pass -H 'Content-Type: multipart/form-data')")
 	}
 	mr := multipart.NewReader(bytes.NewReader(body), params["boundary"])
 	for {
@@ -404,19 +409,19 @@ func parseAudio(ct string, body []byte) (audioForm, error) {
 			break
 		}
 		if err != nil {
-			return f, errors.New("Could not parse multipart form")
+			return f, clientMessage("Could not parse multipart form")
 		}
 		switch p.FormName() {
 		case "file":
 			n, err := io.Copy(io.Discard, p)
 			if err != nil {
-				return f, errors.New("Could not parse multipart form")
+				return f, clientMessage("Could not parse multipart form")
 			}
 			f.size, f.hasFile = int(n), true
 		case "model", "response_format":
 			v, err := io.ReadAll(io.LimitReader(p, 1024))
 			if err != nil {
-				return f, errors.New("Could not parse multipart form")
+				return f, clientMessage("Could not parse multipart form")
 			}
 			if p.FormName() == "model" {
 				f.model = string(v)
