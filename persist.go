@@ -47,10 +47,10 @@ func snapshotPath() string {
 // persisted is the snapshot read at start, applied to each key and limiter
 // as it is created, and the writer's state.
 var persisted struct {
-	mu       sync.Mutex
-	loaded   bool
-	restore  snapshot
-	running  bool
+	mu      sync.Mutex
+	loaded  bool
+	restore snapshot
+	running bool
 }
 
 // loadSnapshot reads the snapshot once per process.

@@ -384,10 +384,10 @@ func resetConn(w http.ResponseWriter) {
 }
 
 type audioForm struct {
-	model     string
-	size      int
-	hasFile   bool
-	format    string
+	model   string
+	size    int
+	hasFile bool
+	format  string
 }
 
 // clientMessage is an error whose text is OpenAI's message to the client,
