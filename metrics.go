@@ -30,6 +30,14 @@ var (
 		Buckets:   []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120},
 	}, []string{"upstream"})
 
+	timeToFirstToken = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: "caddy",
+		Subsystem: "openai_relay",
+		Name:      "time_to_first_token_seconds",
+		Help:      "Time from sending a streamed request upstream to its first event reaching the client.",
+		Buckets:   []float64{.05, .1, .25, .5, .75, 1, 1.5, 2, 3, 5, 10, 30},
+	}, []string{"upstream"})
+
 	retriesTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy",
 		Subsystem: "openai_relay",
@@ -194,7 +202,7 @@ func registerMetrics(reg *prometheus.Registry) {
 	if reg == nil {
 		return
 	}
-	for _, c := range []prometheus.Collector{requestsTotal, upstreamLatency, retriesTotal, tokensTotal,
+	for _, c := range []prometheus.Collector{requestsTotal, upstreamLatency, timeToFirstToken, retriesTotal, tokensTotal,
 		keyRetirements, queueWait, queueLength, keyCollector{}, cacheResults, cacheBytes, cacheEntries, cacheEvictions} {
 		if err := reg.Register(c); err != nil {
 			if _, ok := errors.AsType[prometheus.AlreadyRegisteredError](err); !ok {

@@ -40,6 +40,7 @@ type proxyRequest struct {
 	// identical requests and stores it.
 	rec    *recorder
 	queued time.Duration // time spent waiting for capacity
+	sentAt time.Time     // when the answered attempt was sent, for time to first token
 
 	reservation   limit.Multi // held for the attempt in progress
 	resMu         sync.Mutex  // guards reservation against the transport's send callback
@@ -159,6 +160,7 @@ func (pr *proxyRequest) attempt(w http.ResponseWriter, key *poolKey) (*failure, 
 	switch oc {
 	case outcomeSuccess, outcomeClientError:
 		pr.count(key, oc.String())
+		pr.sentAt = start
 		pr.respond(w, resp, key, oc == outcomeSuccess)
 		return nil, true
 	}

@@ -86,6 +86,7 @@ func (pr *proxyRequest) respond(w http.ResponseWriter, resp *http.Response, key 
 	defer copyBufferPool.Put(bufp)
 	buf := *bufp
 	clientGone := false
+	firstEvent := tap != nil
 	var bodyErr error
 	for {
 		n, err := resp.Body.Read(buf)
@@ -104,6 +105,10 @@ func (pr *proxyRequest) respond(w http.ResponseWriter, resp *http.Response, key 
 					clientGone = true
 				} else if stream {
 					_ = rc.Flush()
+				}
+				if firstEvent {
+					firstEvent = false
+					timeToFirstToken.WithLabelValues(key.upstream.Name).Observe(time.Since(pr.sentAt).Seconds())
 				}
 			}
 		}
