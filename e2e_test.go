@@ -113,8 +113,9 @@ func (e *e2e) assertNoSecrets(upstreamKeys []string, clientKeys []string) {
 	e.t.Helper()
 	logs, _ := os.ReadFile(e.logFile)
 	for _, k := range upstreamKeys {
-		if bytes.Contains(logs, []byte(k)) {
-			e.t.Errorf("upstream key %s… appears in the log", k[:6])
+		if i := bytes.Index(logs, []byte(k)); i >= 0 {
+			start := bytes.LastIndexByte(logs[:i], '\n') + 1
+			e.t.Errorf("secret %s… appears in the log: %.300s", k[:6], logs[start:])
 		}
 	}
 	for _, rec := range e.fake.Records() {
@@ -250,6 +251,19 @@ func TestE2EEndpoints(t *testing.T) {
 		}
 		if !strings.Contains(res.Text, fmt.Sprint(len(audio))) {
 			t.Errorf("transcription %q does not show the whole file arrived", res.Text)
+		}
+	})
+	t.Run("api-key header", func(t *testing.T) {
+		req, _ := http.NewRequest(http.MethodPost, relayBase+"/embeddings", strings.NewReader(`{"model":"text-embedding-3-small","input":"azure style"}`))
+		req.Header.Set("api-key", "rk-endpoints-client")
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("status %d", resp.StatusCode)
 		}
 	})
 	t.Run("wrong client key", func(t *testing.T) {
