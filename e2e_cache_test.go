@@ -163,16 +163,18 @@ func TestE2ECacheStreamsAndConversion(t *testing.T) {
 }
 
 func TestE2ECacheCoalescesConcurrentRequests(t *testing.T) {
-	fake := fakeopenai.New(fakeopenai.Options{StreamChunks: 8, ChunkDelay: 40 * time.Millisecond})
+	fake := fakeopenai.New(fakeopenai.Options{StreamChunks: 8, ChunkDelay: 150 * time.Millisecond})
 	defer fake.Close()
 	k := startCachedRelay(t, fake, "coalesce", "")
 	const n = 50
 
+	// The upstream takes over a second to answer, so that all 50 requests
+	// arrive while the first is in flight even on a loaded machine.
 	run := func(stream bool) {
 		fake.ResetRecords()
 		body := `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"everyone asks this"}],"stream":` + map[bool]string{true: "true", false: "false"}[stream] + `}`
 		if !stream {
-			fake.AddFault(fakeopenai.Fault{Latency: 400 * time.Millisecond, Count: 1})
+			fake.AddFault(fakeopenai.Fault{Latency: 1500 * time.Millisecond, Count: 1})
 		}
 		var wg sync.WaitGroup
 		results := make([]string, n)

@@ -82,8 +82,15 @@ func (pr *proxyRequest) respond(w http.ResponseWriter, resp *http.Response, key 
 		kept = getBuffer()
 		defer putBuffer(kept)
 	}
-	bufp := copyBufferPool.Get().(*[]byte)
-	defer copyBufferPool.Put(bufp)
+	// A stream holds its buffer for as long as it is open, mostly waiting:
+	// events are small, so streams get a small buffer and many open
+	// streams cost little memory.
+	pool := &copyBufferPool
+	if stream {
+		pool = &streamBufferPool
+	}
+	bufp := pool.Get().(*[]byte)
+	defer pool.Put(bufp)
 	buf := *bufp
 	clientGone := false
 	firstEvent := tap != nil
@@ -191,5 +198,10 @@ var errClientGone = errors.New("the client left")
 
 var copyBufferPool = sync.Pool{New: func() any {
 	b := make([]byte, 32<<10)
+	return &b
+}}
+
+var streamBufferPool = sync.Pool{New: func() any {
+	b := make([]byte, 4<<10)
 	return &b
 }}
