@@ -18,6 +18,11 @@
 #   c          streams of 50 chunks, wrk, 32 connections
 #   d          1,000 keys in the relay's pool, wrk, 128 connections
 #   e          cache hits (skipped with a note while the relay rejects `cache`)
+#   f          BENCH_STREAMS (10,000) chat-completion streams held open at once
+#              through each proxy (loadgen streams), against a slow upstream
+#              (fakeopenai -chunk-delay 1s): the proxy's VmRSS idle and with
+#              all of them open, and the difference per stream (a table of
+#              its own, below the first)
 #
 # For each target: req/s, p50/p99/p99.9, CPU seconds of the proxy process per
 # 1,000 requests (utime+stime from /proc/PID/stat) and its peak RSS (VmHWM
@@ -36,15 +41,28 @@
 # in TIME-WAIT), which then dominates the cost of both and can exhaust
 # ephemeral ports. BENCH_UPSTREAM_IDLE_CONNS=0 keeps Caddy's default.
 #
+# Case f needs about 2 file descriptors per stream in each proxy: the script
+# raises its open-file limit (and so its children's) to 65536, or to the hard
+# limit when it cannot, and lowers the number of streams to what that limit
+# allows (with a note in the table). Both proxies run with their admin API
+# on 127.0.0.1 in case f (ports BENCH_PORT_BASE+3 and +4), so that heap and
+# goroutine profiles are taken while the streams are open, after the RSS
+# samples; they stay in bench/results/<stamp>/logs/f-*.
+#
 # Knobs (environment): BENCH_QUICK=1, BENCH_DURATION (s), BENCH_WARMUP (s),
-# BENCH_CASES ("a32 a128 b c d e"), BENCH_KEYS (relay pool for the other
+# BENCH_CASES ("a32 a128 b c d e f"), BENCH_KEYS (relay pool for the other
 # cases, default 10), BENCH_BIG_KEYS (case d, default 1000), BENCH_PORT_BASE
-# (default 18180; uses it and the next two ports), BENCH_PIN (0: no CPU
+# (default 18180; uses it and the next two ports, four in case f), BENCH_PIN (0: no CPU
 # pinning), BENCH_THREADS (wrk threads, default: the load CPUs),
 # BENCH_UPSTREAM_IDLE_CONNS (default 256), BENCH_REPEAT (measure every case
 # N times, targets interleaved, and report medians; default 1), BENCH_WRITE_DOC (1 to write the
 # doc in quick mode, 0 to never write it), BENCH_CACHE_DIRECTIVE (the cache
-# block of case e).
+# block of case e), BENCH_STREAMS (case f: streams held at once, default
+# 10000), BENCH_STREAMS_CHUNK_DELAY (case f: seconds between the upstream's
+# chunks, default 1), BENCH_STREAMS_OPEN_TIMEOUT (case f: seconds allowed for
+# all the streams to get their first event, default 120), BENCH_STREAMS_SOURCES
+# (case f: spread the load generator's connections over 127.0.0.1..N, for
+# when loopback ephemeral ports run out; default 1).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -60,7 +78,7 @@ else
 	WARM=${BENCH_WARMUP:-2}
 	WRITE_DOC=${BENCH_WRITE_DOC:-1}
 fi
-CASES=${BENCH_CASES:-"a32 a128 b c d e"}
+CASES=${BENCH_CASES:-"a32 a128 b c d e f"}
 REPEAT=${BENCH_REPEAT:-1}
 KEYS=${BENCH_KEYS:-10}
 BIG_KEYS=${BENCH_BIG_KEYS:-1000}
@@ -83,10 +101,20 @@ else
 fi
 STREAM_CHUNKS=50
 CACHE_DIRECTIVE=${BENCH_CACHE_DIRECTIVE:-$'cache memory {\n\t\t\tttl 1h\n\t\t}'}
+STREAMS=${BENCH_STREAMS:-10000}
+STREAMS_CHUNK_DELAY=${BENCH_STREAMS_CHUNK_DELAY:-1}
+STREAMS_OPEN_TIMEOUT=${BENCH_STREAMS_OPEN_TIMEOUT:-120}
+STREAMS_SOURCES=${BENCH_STREAMS_SOURCES:-1}
+# The upstream's streams must outlast the opening (bounded by the open
+# timeout), the settling and the RSS samples; the load generator closes them
+# once it has measured.
+STREAMS_CHUNKS=$(awk -v t="$STREAMS_OPEN_TIMEOUT" -v d="$STREAMS_CHUNK_DELAY" 'BEGIN {c = (t + 30) / d; printf "%d", (c == int(c)) ? c : int(c) + 1}')
 
 FAKE_PORT=$PORT_BASE
 RP_PORT=$((PORT_BASE + 1))
 RELAY_PORT=$((PORT_BASE + 2))
+RP_ADMIN_PORT=$((PORT_BASE + 3))    # case f only
+RELAY_ADMIN_PORT=$((PORT_BASE + 4)) # case f only
 CLIENT_KEY=rk-bench-client
 DIRECT_KEY=sk-bench-direct
 
@@ -94,6 +122,7 @@ BIN=$ROOT/bench/bin
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 OUT=$ROOT/bench/results/$STAMP
 RESULTS=$OUT/results.tsv
+STREAMS_RESULTS=$OUT/streams.tsv
 mkdir -p "$OUT/logs" "$OUT/xdg"
 # Caddy's autosave and storage stay inside the results directory.
 export XDG_CONFIG_HOME=$OUT/xdg/config XDG_DATA_HOME=$OUT/xdg/data
@@ -103,6 +132,11 @@ die() {
 	log "error: $*"
 	exit 1
 }
+
+# Case f holds thousands of sockets in every process: raise the open-file
+# limit of this shell, and so of everything it starts, as far as it goes.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+NOFILE=$(ulimit -n)
 
 # ---------------------------------------------------------------- processes
 PIDS=()
@@ -127,6 +161,15 @@ start() {
 	"$@" >"$OUT/logs/$name.log" 2>&1 &
 	STARTED_PID=$!
 	PIDS+=("$STARTED_PID")
+}
+
+# forget PID: a process of PIDS that has ended and been waited for.
+forget() {
+	local pid keep=()
+	for pid in "${PIDS[@]+"${PIDS[@]}"}"; do
+		[[ $pid == "$1" ]] || keep+=("$pid")
+	done
+	PIDS=("${keep[@]+"${keep[@]}"}")
 }
 
 stop_stack() {
@@ -258,10 +301,13 @@ transport_block() {
 	printf '%stransport http {\n%s\tkeepalive_idle_conns_per_host %d\n%s}\n' "$1" "$1" "$UPSTREAM_IDLE" "$1"
 }
 
-write_rp_config() {
-	cat >"$OUT/rp.Caddyfile" <<EOF
+# admin_directive [ADDR]: Caddy's admin API on ADDR, or off.
+admin_directive() { if [[ -n ${1:-} ]]; then echo "admin $1"; else echo "admin off"; fi; }
+
+write_rp_config() { # [FILE] [ADMIN_ADDR]
+	cat >"${1:-$OUT/rp.Caddyfile}" <<EOF
 {
-	admin off
+	$(admin_directive "${2:-}")
 	log {
 		level ERROR
 	}
@@ -274,13 +320,13 @@ $(transport_block $'\t\t')
 EOF
 }
 
-# write_relay_config FILE NKEYS [CACHE]
+# write_relay_config FILE NKEYS [CACHE] [ADMIN_ADDR]
 write_relay_config() {
-	local file=$1 keys=$2 cache=${3:-}
+	local file=$1 keys=$2 cache=${3:-} admin=${4:-}
 	write_keys "$keys" "$OUT/keys-$keys.txt"
 	cat >"$file" <<EOF
 {
-	admin off
+	$(admin_directive "$admin")
 	log {
 		level ERROR
 	}
@@ -301,16 +347,17 @@ $(transport_block $'\t\t\t')
 EOF
 }
 
-# start_stack ID CHUNKS RELAY_CONFIG: the fake upstream, reverse_proxy and the
-# relay, each checked with one real request.
+# start_stack ID CHUNKS RELAY_CONFIG [RP_CONFIG [FAKE_FLAG...]]: the fake
+# upstream, reverse_proxy and the relay, each checked with one real request.
 start_stack() {
-	local id=$1 chunks=$2 relay_config=$3 p
+	local id=$1 chunks=$2 relay_config=$3 rp_config=${4:-$OUT/rp.Caddyfile} p
+	shift $(($# < 4 ? $# : 4))
 	for p in "$FAKE_PORT" "$RP_PORT" "$RELAY_PORT"; do
 		port_free "$p" || die "port $p is in use (set BENCH_PORT_BASE)"
 	done
-	start "$id-fake" "${SERVER_PIN[@]}" "$BIN/fakeopenai" -addr "127.0.0.1:$FAKE_PORT" -any-key -chunks "$chunks"
+	start "$id-fake" "${SERVER_PIN[@]}" "$BIN/fakeopenai" -addr "127.0.0.1:$FAKE_PORT" -any-key -chunks "$chunks" "$@"
 	FAKE_PID=$STARTED_PID
-	start "$id-reverse_proxy" "${SERVER_PIN[@]}" "$BIN/caddy" run --config "$OUT/rp.Caddyfile" --adapter caddyfile
+	start "$id-reverse_proxy" "${SERVER_PIN[@]}" "$BIN/caddy" run --config "$rp_config" --adapter caddyfile
 	RP_PID=$STARTED_PID
 	start "$id-relay" "${SERVER_PIN[@]}" "$BIN/caddy" run --config "$relay_config" --adapter caddyfile
 	RELAY_PID=$STARTED_PID
@@ -334,6 +381,10 @@ saturation() { # the highest reverse_proxy req/s measured so far
 }
 
 run_case() {
+	if [[ $1 == f ]]; then
+		run_streams_case
+		return
+	fi
 	local id=$1 label= targets= conns=0 chunks=5 body=$OUT/chat.json keys=$KEYS relay_config=$OUT/relay.Caddyfile
 	case $id in
 	a32) label="a. non-stream, 32 conns" conns=32 ;;
@@ -422,6 +473,83 @@ run_stack() {
 	fi
 }
 
+# ---------------------------------------------------------------- case f
+# run_streams_case: BENCH_STREAMS streams held open at once through
+# reverse_proxy, then through the relay; one row per proxy in streams.tsv.
+run_streams_case() {
+	local id=f n=$STREAMS capnote=
+	# Each proxy holds a client and an upstream socket per stream.
+	local cap=$(((NOFILE - 64) / 2))
+	if ((n > cap)); then
+		capnote="$cap streams instead of $STREAMS: the open-file limit is $NOFILE (ulimit -Hn; it could not be raised) and a proxy holds 2 sockets per stream"
+		log "case f: $capnote"
+		n=$cap
+	fi
+	((n > 0)) || die "case f: no room for streams under an open-file limit of $NOFILE"
+	local label="f. $n open streams"
+	write_rp_config "$OUT/rp-streams.Caddyfile" "127.0.0.1:$RP_ADMIN_PORT"
+	write_relay_config "$OUT/relay-streams.Caddyfile" "$KEYS" "" "127.0.0.1:$RELAY_ADMIN_PORT"
+	local attempt rc
+	for attempt in 1 2 3; do
+		rc=0
+		run_streams_stack "$id" "$label" "$n" "$capnote" || rc=$?
+		stop_stack
+		((rc == 2)) || return "$rc"
+		log "case $label: a server died during the case (killed from outside?); starting it again"
+		awk -F'\t' -v id="$id" 'NR == 1 || $1 != id' "$STREAMS_RESULTS" >"$STREAMS_RESULTS.tmp" && mv "$STREAMS_RESULTS.tmp" "$STREAMS_RESULTS"
+	done
+	die "case $label: a server died three times; see ${OUT#"$ROOT"/}/logs"
+}
+
+# run_streams_stack ID LABEL N CAPNOTE: one attempt at case f; returns 2 when
+# a server died.
+run_streams_stack() {
+	local id=$1 label=$2 n=$3 capnote=$4 t p
+	for p in "$RP_ADMIN_PORT" "$RELAY_ADMIN_PORT"; do
+		port_free "$p" || die "port $p is in use (set BENCH_PORT_BASE)"
+	done
+	log "case $label: starting the stack (upstream streams of $STREAMS_CHUNKS chunks, ${STREAMS_CHUNK_DELAY}s apart)"
+	start_stack "$id" "$STREAMS_CHUNKS" "$OUT/relay-streams.Caddyfile" "$OUT/rp-streams.Caddyfile" -chunk-delay "${STREAMS_CHUNK_DELAY}s"
+	# The warm-up request of each proxy: a whole non-stream answer here (a
+	# whole stream would take minutes); loadgen then opens and closes one
+	# stream before it reads the idle RSS.
+	for t in reverse_proxy relay; do
+		check_target "$t" "$OUT/chat.json" -contains '"chat.completion"'
+	done
+	local admin lg out line note
+	for t in reverse_proxy relay; do
+		target "$t"
+		admin=$RP_ADMIN_PORT
+		[[ $t == relay ]] && admin=$RELAY_ADMIN_PORT
+		out=$OUT/logs/$id-loadgen-$t.log
+		log "$label → $t (up to ${STREAMS_OPEN_TIMEOUT}s to open them all)"
+		start "$id-loadgen-$t" "${LOAD_PIN[@]}" "$BIN/loadgen" streams -n "$n" -url "$URL" -body-file "$OUT/stream.json" \
+			-H "Authorization: $AUTH" -pid "$PID" -open-timeout "${STREAMS_OPEN_TIMEOUT}s" -sources "$STREAMS_SOURCES" \
+			-save "http://127.0.0.1:$admin/debug/pprof/heap?gc=1=$OUT/logs/$id-$t-heap.pb.gz" \
+			-save "http://127.0.0.1:$admin/debug/pprof/heap?debug=1&gc=1=$OUT/logs/$id-$t-heap.txt" \
+			-save "http://127.0.0.1:$admin/debug/pprof/goroutine?debug=1=$OUT/logs/$id-$t-goroutine.txt"
+		lg=$STARTED_PID
+		wait "$lg" || true
+		forget "$lg"
+		stack_alive || return 2
+		line=$(grep '^RESULT' "$out") || die "no result from loadgen streams for $t; see ${out#"$ROOT"/}"
+		note=$capnote
+		if [[ $(field held "$line") != "$n" ]]; then
+			local why
+			why=$(sed -n 's/^loadgen: first error: //p' "$out" | head -1 | tr '\t' ' ' | cut -c1-200)
+			note="${note:+$note; }$(field held "$line") of $n held${why:+ (first error: $why)}"
+		fi
+		printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$id" "$label" "$t" "$n" \
+			"$(field opened "$line")" "$(field first "$line")" "$(field held "$line")" \
+			"$(($(field errors "$line") + $(field non2xx "$line")))" "$(field ended_early "$line")" \
+			"$(field open_s "$line")" "$(field ttfe_p99_us "$line")" \
+			"$(field rss_idle_kb "$line")" "$(field rss_open_kb "$line")" "$note" >>"$STREAMS_RESULTS"
+		log "   opened $(field opened "$line"), first event $(field first "$line"), held $(field held "$line") in $(field open_s "$line") s; RSS $(field rss_idle_kb "$line") → $(field rss_open_kb "$line") KiB: $(field kib_per_stream "$line") KiB per stream"
+		# Let the closed streams drain out of the upstream before the next.
+		sleep 2
+	done
+}
+
 machine_info() {
 	local cpu commit kernel wrkv
 	cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
@@ -453,7 +581,8 @@ Run of $(date -u '+%Y-%m-%d %H:%M UTC'), \`make bench\` ($mode), commit $commit.
 | CPU pinning | $pinning |
 | upstream transport | $transport |
 | relay pool | 1 client key; $KEYS upstream keys without limits ($BIG_KEYS in case d) |
-| upstream | internal/fakeopenai \`-any-key\` (\`-chunks $STREAM_CHUNKS\` in case c) |
+| upstream | internal/fakeopenai \`-any-key\` (\`-chunks $STREAM_CHUNKS\` in case c; \`-chunks $STREAMS_CHUNKS -chunk-delay ${STREAMS_CHUNK_DELAY}s\` in case f) |
+| open-file limit | $NOFILE (case f needs about 2 per stream in each proxy) |
 
 Everything runs on 127.0.0.1 of one machine; compare the rows of one case
 with each other, not figures across runs or machines.
@@ -468,6 +597,7 @@ printf '%s\n' '{"model":"gpt-4o-mini","messages":[{"role":"system","content":"Yo
 printf '%s\n' '{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"Tell me, in a few plain sentences, how a relay in front of an API spreads requests over a pool of keys and what it does when one of them is rate limited."}]}' >"$OUT/stream.json"
 write_rp_config
 printf 'case\tlabel\ttarget\trequests\tseconds\trps\tp50_us\tp99_us\tp999_us\terrors\tcpu_ticks\tclk_tck\trss_kb\tnote\n' >"$RESULTS"
+printf 'case\tlabel\ttarget\tn\topened\tfirst\theld\terrors\tended_early\topen_s\tttfe_p99_us\trss_idle_kb\trss_open_kb\tnote\n' >"$STREAMS_RESULTS"
 
 log "results in ${OUT#"$ROOT"/}; cases: $CASES"
 for id in $CASES; do
@@ -477,7 +607,7 @@ done
 machine_info >"$OUT/machine.md"
 doc_flags=()
 [[ $WRITE_DOC == 1 ]] && doc_flags=(-doc "$ROOT/docs/benchmarks.md")
-"$BIN/loadgen" table -results "$RESULTS" -machine "$OUT/machine.md" "${doc_flags[@]}" | tee "$OUT/table.md"
+"$BIN/loadgen" table -results "$RESULTS" -streams "$STREAMS_RESULTS" -machine "$OUT/machine.md" "${doc_flags[@]}" | tee "$OUT/table.md"
 if [[ $WRITE_DOC == 1 ]]; then
 	log "table written to docs/benchmarks.md"
 else

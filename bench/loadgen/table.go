@@ -155,16 +155,14 @@ func signedMS(us float64) string {
 
 // renderTable is the markdown table of all rows, then the notes of skipped
 // cases and the targets of issue 5 as far as the rows measure them.
-func renderTable(rows []*row) string {
+func renderTable(rows []*row, streams []*streamRow) string {
 	var b strings.Builder
 	b.WriteString("| case | target | req/s | p50 ms | p99 ms | p99.9 ms | added p50 / p99 over direct, ms | added p50 / p99 over reverse_proxy, ms | proxy CPU s / 1k req | proxy peak RSS MiB | req/s ÷ reverse_proxy | CPU/req ÷ reverse_proxy | errors |\n")
 	b.WriteString("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 	byCase := map[string]map[string]*row{}
-	var order []string
 	for _, r := range rows {
 		if byCase[r.caseID] == nil {
 			byCase[r.caseID] = map[string]*row{}
-			order = append(order, r.caseID)
 		}
 		byCase[r.caseID][r.target] = r
 	}
@@ -207,12 +205,15 @@ func renderTable(rows []*row) string {
 		b.WriteString(strings.Join(notes, "\n"))
 		b.WriteString("\n")
 	}
-	b.WriteString("\n" + renderTargets(byCase))
+	if len(streams) > 0 {
+		b.WriteString("\n" + renderStreams(streams))
+	}
+	b.WriteString("\n" + renderTargets(byCase, streams))
 	return b.String()
 }
 
 // renderTargets compares the run with the targets of issue 5.
-func renderTargets(byCase map[string]map[string]*row) string {
+func renderTargets(byCase map[string]map[string]*row, streams []*streamRow) string {
 	relayVsRP := func(caseID, relayTarget string) (relay, rp *row) {
 		c := byCase[caseID]
 		if c == nil {
@@ -264,7 +265,7 @@ func renderTargets(byCase map[string]map[string]*row) string {
 	} else {
 		b.WriteString("| cache hit ≥ 2× reverse_proxy throughput | not measured (case e skipped) | — |\n")
 	}
-	b.WriteString("| 10,000 open streams at ≤ 64 KiB RSS each | not measured by this script | — |\n")
+	b.WriteString(streamsTarget(streams))
 	return b.String()
 }
 
@@ -276,6 +277,7 @@ const (
 func cmdTable(args []string) error {
 	fs := flag.NewFlagSet("table", flag.ExitOnError)
 	results := fs.String("results", "", "results TSV (required)")
+	streamsFile := fs.String("streams", "", "results TSV of the open-streams case (f), if it ran")
 	machine := fs.String("machine", "", "markdown file describing the machine and the run, put above the table")
 	doc := fs.String("doc", "", "markdown file whose generated section (between the bench markers) is replaced; created if missing")
 	_ = fs.Parse(args)
@@ -286,7 +288,13 @@ func cmdTable(args []string) error {
 	if err != nil {
 		return err
 	}
-	table := renderTable(rows)
+	var streams []*streamRow
+	if *streamsFile != "" {
+		if streams, err = readStreamRows(*streamsFile); err != nil {
+			return err
+		}
+	}
+	table := renderTable(rows, streams)
 	fmt.Print(table)
 	if *doc == "" {
 		return nil
