@@ -154,10 +154,12 @@ func (adminAPI) handleKeyAction(w http.ResponseWriter, r *http.Request) error {
 
 // clientView is a client as the admin API shows it.
 type clientView struct {
-	Name     string        `json:"name"`
-	Priority string        `json:"priority"`
-	Requests int64         `json:"requests"`
-	Limits   *limit.Status `json:"limits,omitempty"`
+	Name       string        `json:"name"`
+	Priority   string        `json:"priority"`
+	Requests   int64         `json:"requests"`
+	SpentToday float64       `json:"spent_usd_today"`
+	SpentMonth float64       `json:"spent_usd_this_month"`
+	Limits     *limit.Status `json:"limits,omitempty"`
 }
 
 func (adminAPI) handleClients(w http.ResponseWriter, r *http.Request) error {
@@ -169,7 +171,8 @@ func (adminAPI) handleClients(w http.ResponseWriter, r *http.Request) error {
 	clientStates.Range(func(_, v any) bool {
 		cs := v.(*clientState)
 		name, priority, l := cs.describe()
-		view := clientView{Name: name, Priority: priority, Requests: cs.requests.Load()}
+		view := clientView{Name: name, Priority: priority, Requests: cs.requests.Load(),
+			SpentToday: cs.spent("daily", now), SpentMonth: cs.spent("monthly", now)}
 		if l != nil {
 			st := l.Status(now)
 			view.Limits = &st

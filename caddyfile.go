@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
@@ -36,6 +37,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			models    <pattern...>     # allowed models (globs); default any
 //			upstreams <name...>        # allowed upstreams; default all
 //			priority  high|normal|low  # queue order when the pool is busy; default normal
+//			budget    <usd> [daily|monthly]   # spend cap by the prices; default monthly
 //			rpm <n>  tpm <n>  rpd <n>  tpd <n>  max_concurrent <n>  burst <duration>
 //		}
 //		client_auth none               # explicit opt-out of client keys
@@ -68,6 +70,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		max_body_size <size>           # default 32MiB
 //		token_estimate chars|tokenizer # default chars
 //		default_max_tokens <n>         # completion allowance without max tokens; default 0
+//		price <model-pattern> <usd per 1M input> <usd per 1M output>   # repeatable
 //
 //		cache [memory] {
 //			ttl           <duration>       # default 1h
@@ -187,6 +190,18 @@ func (rl *Relay) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("token_estimate must be %s or %s, got %q", estimateChars, estimateTokenizer, rl.TokenEstimate)
 			}
 
+		case "price":
+			args := d.RemainingArgs()
+			if len(args) != 3 {
+				return d.Err("price takes a model pattern and the USD prices of a million input and output tokens: price gpt-4o* 2.50 10.00")
+			}
+			in, err1 := strconv.ParseFloat(strings.TrimPrefix(args[1], "$"), 64)
+			out, err2 := strconv.ParseFloat(strings.TrimPrefix(args[2], "$"), 64)
+			if err1 != nil || err2 != nil || in < 0 || out < 0 {
+				return d.Errf("price %s: %q and %q must be non-negative amounts of USD", args[0], args[1], args[2])
+			}
+			rl.Prices = append(rl.Prices, Price{Model: args[0], Input: in, Output: out})
+
 		case "cache":
 			if rl.Cache != nil {
 				return d.Err("cache already specified")
@@ -249,6 +264,25 @@ func parseClient(d *caddyfile.Dispenser) (*Client, error) {
 			c.Upstreams = append(c.Upstreams, d.RemainingArgs()...)
 			if len(c.Upstreams) == 0 {
 				return nil, d.ArgErr()
+			}
+		case "budget":
+			if c.Budget != nil {
+				return nil, d.Err("budget already specified")
+			}
+			args := d.RemainingArgs()
+			if len(args) < 1 || len(args) > 2 {
+				return nil, d.Err("budget takes an amount in USD and optionally daily or monthly: budget 50 daily")
+			}
+			usd, err := strconv.ParseFloat(strings.TrimPrefix(args[0], "$"), 64)
+			if err != nil || usd <= 0 {
+				return nil, d.Errf("budget: %q is not a positive amount of USD", args[0])
+			}
+			c.Budget = &Budget{USD: usd}
+			if len(args) == 2 {
+				if args[1] != "daily" && args[1] != "monthly" {
+					return nil, d.Errf("budget period must be daily or monthly, got %q", args[1])
+				}
+				c.Budget.Period = args[1]
 			}
 		case "priority":
 			if !d.Args(&c.Priority) || d.NextArg() {

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 
@@ -44,6 +45,10 @@ type Client struct {
 	// Default: none.
 	Limits
 
+	// Budget caps what the client may spend by the relay's prices.
+	// Default: none.
+	Budget *Budget `json:"budget,omitempty"`
+
 	allowed  upstreamSet // resolved from Upstreams
 	priority int
 	limiter  *limit.Limiter // nil without limits
@@ -63,6 +68,43 @@ type clientState struct {
 	limiter  *limit.Limiter
 
 	requests atomic.Int64
+
+	// What the client spent in the current day and month, by the prices.
+	spendDay, spendMonth string
+	spentDay, spentMonth float64
+	spentTotal           float64
+}
+
+// addSpend adds usd to the client's spend in the periods now falls in.
+func (cs *clientState) addSpend(now time.Time, usd float64) {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	cs.rollover(now)
+	cs.spentDay += usd
+	cs.spentMonth += usd
+	cs.spentTotal += usd
+}
+
+// spent is what the client spent in the period ("daily" or "monthly") now
+// falls in.
+func (cs *clientState) spent(period string, now time.Time) float64 {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	cs.rollover(now)
+	if period == "daily" {
+		return cs.spentDay
+	}
+	return cs.spentMonth
+}
+
+// rollover starts new periods. The caller holds cs.mu.
+func (cs *clientState) rollover(now time.Time) {
+	if d := periodOf("daily", now); d != cs.spendDay {
+		cs.spendDay, cs.spentDay = d, 0
+	}
+	if m := periodOf("monthly", now); m != cs.spendMonth {
+		cs.spendMonth, cs.spentMonth = m, 0
+	}
 }
 
 // Destruct implements caddy.Destructor.

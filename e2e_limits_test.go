@@ -444,3 +444,46 @@ func TestE2EStreamUsageIsAccountedAndHidden(t *testing.T) {
 		t.Errorf("a client that asked for usage does not get it:\n%s", withUsage)
 	}
 }
+
+func TestE2EBudgetAndSpend(t *testing.T) {
+	fake := fakeopenai.New(fakeopenai.Options{})
+	defer fake.Close()
+	keyLines, _ := setKeys(t, fake, "budget", 1, fakeopenai.KeyLimits{})
+	startRelay(t, fake, `
+		client app {
+			key rk-budget-client
+			budget 0.001 daily
+		}
+		upstream pool {UPSTREAM} {
+`+keyLines+`		}
+		price gpt-4o-mini* 100 100`)
+	client := sdk("rk-budget-client")
+	// About 10 tokens at $100 a million: $0.001 is spent within a few requests.
+	var err error
+	sent := 0
+	for sent < 20 {
+		if _, err = client.Chat.Completions.New(context.Background(), chatParams("spend some money")); err != nil {
+			break
+		}
+		sent++
+	}
+	var apiErr *openai.Error
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusTooManyRequests || apiErr.Code != "insufficient_quota" {
+		t.Fatalf("after %d requests: %v; want a 429 insufficient_quota once the budget is spent", sent, err)
+	}
+	if sent == 0 {
+		t.Fatal("the first request was refused")
+	}
+	if n := fake.Count(fake.Records()[0].Key); n != sent {
+		t.Errorf("upstream saw %d requests; the refused one must not reach it (%d served)", n, sent)
+	}
+	resp, err := http.Get(adminBase + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(metrics), `caddy_openai_relay_spend_usd_total{client="app"}`) {
+		t.Error("no spend metric for the client")
+	}
+}

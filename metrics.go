@@ -59,6 +59,13 @@ var (
 		Help:      "Times a key was retired after a 401, 403 or insufficient_quota.",
 	}, []string{"upstream", "key"})
 
+	spendTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy",
+		Subsystem: "openai_relay",
+		Name:      "spend_usd_total",
+		Help:      "What clients spent by the configured prices, in USD.",
+	}, []string{"client"})
+
 	queueWait = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Namespace: "caddy",
 		Subsystem: "openai_relay",
@@ -203,7 +210,7 @@ func registerMetrics(reg *prometheus.Registry) {
 		return
 	}
 	for _, c := range []prometheus.Collector{requestsTotal, upstreamLatency, timeToFirstToken, retriesTotal, tokensTotal,
-		keyRetirements, queueWait, queueLength, keyCollector{}, cacheResults, cacheBytes, cacheEntries, cacheEvictions} {
+		keyRetirements, spendTotal, queueWait, queueLength, keyCollector{}, cacheResults, cacheBytes, cacheEntries, cacheEvictions} {
 		if err := reg.Register(c); err != nil {
 			if _, ok := errors.AsType[prometheus.AlreadyRegisteredError](err); !ok {
 				panic(err) // a programming error: a collector's description is invalid

@@ -96,6 +96,12 @@ type Relay struct {
 	// to an hour. Default: 30s.
 	ProbeBackoff caddy.Duration `json:"probe_backoff,omitempty"`
 
+	// Prices are what models cost, per million prompt and completion
+	// tokens in USD, for the spend metric and client budgets; the first
+	// pattern that matches the client's model applies. Default: none
+	// (nothing is priced; budgets cannot be used).
+	Prices []Price `json:"prices,omitempty"`
+
 	// Cache, when set, answers requests that are the same as an earlier
 	// one from a cache, and folds identical requests in flight into one
 	// upstream call. Default: off.
@@ -174,6 +180,9 @@ func (rl *Relay) Provision(ctx caddy.Context) error {
 	if err := rl.provisionEstimator(); err != nil {
 		return err
 	}
+	if err := rl.validatePrices(); err != nil {
+		return err
+	}
 	rl.queue = limit.NewQueue(rl.MaxQueue)
 	queues.add(rl.queue)
 
@@ -242,12 +251,23 @@ func (rl *Relay) provisionClients(repl *caddy.Replacer, upstreamIndex map[string
 		if err := c.Limits.validate(); err != nil {
 			return fmt.Errorf("client %s: %v", c.Name, err)
 		}
+		if c.Budget != nil {
+			if err := c.Budget.validate(); err != nil {
+				return fmt.Errorf("client %s: %v", c.Name, err)
+			}
+			if len(rl.Prices) == 0 {
+				return fmt.Errorf("client %s has a budget, but no price is configured: add `price <model-pattern> <usd per 1M input> <usd per 1M output>`", c.Name)
+			}
+		}
 		c.stateID = "client:" + c.Name + "#" + keyPoolID("", strings.Join(resolved, "\n"))
 		if c.Limits != (Limits{}) {
 			c.limiter = loadLimiter(c.stateID, c.Limits)
 		}
-		state, _ := clientStates.LoadOrStore(c.stateID, &clientState{})
+		state, loaded := clientStates.LoadOrStore(c.stateID, &clientState{})
 		c.state = state.(*clientState)
+		if !loaded {
+			restoreSpend(c.stateID, c.state)
+		}
 		c.state.set(c.Name, cmp.Or(c.Priority, "normal"), c.limiter)
 		if len(c.Upstreams) > 0 {
 			c.allowed = make(upstreamSet, len(rl.Upstreams))

@@ -16,8 +16,9 @@ import (
 )
 
 // What survives a restart: the daily counters of keys, limit groups and
-// clients (so RPD and TPD hold across a restart on the same UTC day) and
-// which keys are retired and why (so a dead key is not tried again at once).
+// clients (so RPD and TPD hold across a restart on the same UTC day), which
+// keys are retired and why (so a dead key is not tried again at once), and
+// what clients spent this day and month (for budgets).
 // They are written as a JSON snapshot in Caddy's data directory every
 // snapshotInterval and when a config is unloaded (a reload or a stop), and
 // read at the first provision of the process. Secrets are not in it: keys are
@@ -31,6 +32,28 @@ type snapshot struct {
 	Saved    time.Time                   `json:"saved"`
 	Retired  map[string]retiredSnapshot  `json:"retired,omitempty"`
 	Counters map[string]limit.DailyState `json:"counters,omitempty"`
+	Spend    map[string]spendSnapshot    `json:"spend,omitempty"`
+}
+
+type spendSnapshot struct {
+	Day        string  `json:"day"`
+	SpentDay   float64 `json:"spent_day"`
+	Month      string  `json:"month"`
+	SpentMonth float64 `json:"spent_month"`
+}
+
+// restoreSpend applies a client's saved spend to its state just created.
+func restoreSpend(id string, cs *clientState) {
+	persisted.mu.Lock()
+	sp, ok := persisted.restore.Spend[id]
+	delete(persisted.restore.Spend, id)
+	persisted.mu.Unlock()
+	if !ok {
+		return
+	}
+	cs.mu.Lock()
+	cs.spendDay, cs.spentDay, cs.spendMonth, cs.spentMonth = sp.Day, sp.SpentDay, sp.Month, sp.SpentMonth
+	cs.mu.Unlock()
 }
 
 type retiredSnapshot struct {
@@ -119,6 +142,16 @@ func takeSnapshot() snapshot {
 		if st := v.(sharedLimiter).DailySnapshot(); st.Requests > 0 || st.Tokens > 0 {
 			s.Counters[k.(string)] = st
 		}
+		return true
+	})
+	s.Spend = make(map[string]spendSnapshot)
+	clientStates.Range(func(k, v any) bool {
+		cs := v.(*clientState)
+		cs.mu.Lock()
+		if cs.spentDay > 0 || cs.spentMonth > 0 {
+			s.Spend[k.(string)] = spendSnapshot{Day: cs.spendDay, SpentDay: cs.spentDay, Month: cs.spendMonth, SpentMonth: cs.spentMonth}
+		}
+		cs.mu.Unlock()
 		return true
 	})
 	return s

@@ -67,6 +67,10 @@ func (pr *proxyRequest) serve(w http.ResponseWriter) {
 	defer func() {
 		pr.repl.Set(phQueueMS, strconv.FormatInt(pr.queued.Milliseconds(), 10))
 	}()
+	if aerr := pr.overBudget(); aerr != nil {
+		aerr.write(w)
+		return
+	}
 	var last *failure
 	for attempt := 0; attempt <= pr.rl.retries; attempt++ {
 		if attempt > 0 && last.outcome.backsOff() {

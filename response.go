@@ -173,6 +173,7 @@ func (pr *proxyRequest) settle(key *poolKey, success bool, tap *streamTap, kept 
 	// tokens and does not give back what went unused: neither does the
 	// relay, or it would believe in room the upstream does not have.
 	pr.release(key, true, max(u.total, pr.promptEst+pr.api.maxOut))
+	pr.spend(u)
 	key.state.tokensIn.Add(u.prompt)
 	key.state.tokensOut.Add(u.completion)
 	tokensTotal.WithLabelValues(key.upstream.Name, key.id, "prompt").Add(float64(u.prompt))

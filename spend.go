@@ -1,0 +1,113 @@
+package openairelay
+
+import (
+	"fmt"
+	"math"
+	"path"
+	"time"
+)
+
+// Price is what a model costs, for spend metrics and client budgets.
+type Price struct {
+	// Model is a glob pattern matched against the model the client asked
+	// for; the first price that matches is used. Required.
+	Model string `json:"model"`
+
+	// Input is the price of a million prompt tokens, in USD.
+	Input float64 `json:"input"`
+
+	// Output is the price of a million completion tokens, in USD.
+	Output float64 `json:"output"`
+}
+
+// Budget caps what a client may spend, by the relay's prices, in a UTC day
+// or calendar month. A client over its budget gets 429 insufficient_quota
+// until the period ends.
+type Budget struct {
+	// USD is the most the client may spend in a period. Required.
+	USD float64 `json:"usd"`
+
+	// Period is "daily" or "monthly" (UTC). Default: "monthly".
+	Period string `json:"period,omitempty"`
+}
+
+func (b *Budget) validate() error {
+	if b.USD <= 0 || math.IsInf(b.USD, 0) || math.IsNaN(b.USD) {
+		return fmt.Errorf("budget must be a positive amount of USD")
+	}
+	switch b.Period {
+	case "":
+		b.Period = "monthly"
+	case "daily", "monthly":
+	default:
+		return fmt.Errorf("budget period must be daily or monthly, not %q", b.Period)
+	}
+	return nil
+}
+
+// periodOf names the budget period t falls in: "2026-11-27" or "2026-11".
+func periodOf(period string, t time.Time) string {
+	if period == "daily" {
+		return t.UTC().Format(time.DateOnly)
+	}
+	return t.UTC().Format("2006-01")
+}
+
+// periodEnd is when the period t falls in ends.
+func periodEnd(period string, t time.Time) time.Time {
+	t = t.UTC()
+	if period == "daily" {
+		return time.Date(t.Year(), t.Month(), t.Day()+1, 0, 0, 0, 0, time.UTC)
+	}
+	return time.Date(t.Year(), t.Month()+1, 1, 0, 0, 0, 0, time.UTC)
+}
+
+func (rl *Relay) validatePrices() error {
+	for _, p := range rl.Prices {
+		if _, err := path.Match(p.Model, ""); err != nil || p.Model == "" {
+			return fmt.Errorf("price: model pattern %q is not a valid glob", p.Model)
+		}
+		if p.Input < 0 || p.Output < 0 {
+			return fmt.Errorf("price for %s must not be negative", p.Model)
+		}
+	}
+	return nil
+}
+
+// cost is what usage of model costs by the configured prices, and false if
+// no price matches the model.
+func (rl *Relay) cost(model string, u usage) (float64, bool) {
+	for _, p := range rl.Prices {
+		if ok, _ := path.Match(p.Model, model); ok {
+			return (float64(u.prompt)*p.Input + float64(u.completion)*p.Output) / 1e6, true
+		}
+	}
+	return 0, false
+}
+
+// spend records what a client spent, in the metric and against its budget.
+func (pr *proxyRequest) spend(u usage) {
+	usd, ok := pr.rl.cost(pr.api.model, u)
+	if !ok || usd == 0 {
+		return
+	}
+	spendTotal.WithLabelValues(pr.client.Name).Add(usd)
+	pr.client.state.addSpend(time.Now(), usd)
+}
+
+// overBudget returns a 429 for a client that has spent its budget.
+func (pr *proxyRequest) overBudget() *apiError {
+	b := pr.client.Budget
+	if b == nil {
+		return nil
+	}
+	now := time.Now()
+	if pr.client.state.spent(b.Period, now) < b.USD {
+		return nil
+	}
+	return &apiError{
+		Status: 429, Type: "insufficient_quota", Code: "insufficient_quota",
+		Message:    fmt.Sprintf("This client has spent its %s budget of $%.2f. It renews at %s.", b.Period, b.USD, periodEnd(b.Period, now).Format(time.RFC3339)),
+		RetryAfter: time.Until(periodEnd(b.Period, now)),
+	}
+}
