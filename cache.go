@@ -56,7 +56,13 @@ type CacheConfig struct {
 	// chat/completions, completions, embeddings, responses, moderations.
 	Paths []string `json:"paths,omitempty"`
 
+	// Semantic, when set, also answers chat requests whose last user
+	// message is similar to an earlier one's. Default: off (identical
+	// requests only).
+	Semantic *SemanticConfig `json:"semantic,omitempty"`
+
 	group    *cache.Group
+	semantic *semanticIndex
 	store    cache.Store
 	storeID  string
 	identity cache.IdentityOptions
@@ -75,8 +81,9 @@ var defaultCachePaths = []string{"chat/completions", "completions", "embeddings"
 var cacheStores = caddy.NewUsagePool()
 
 type sharedStore struct {
-	store *cache.Memory
-	group *cache.Group
+	store    *cache.Memory
+	group    *cache.Group
+	semantic *semanticIndex
 }
 
 // Destruct implements caddy.Destructor: the memory is freed with the store.
@@ -123,13 +130,21 @@ func (c *CacheConfig) provision(rl *Relay) error {
 	// is named after the upstreams (URLs and model aliases) and the size.
 	c.storeID = "cache:" + rl.upstreamsFingerprint() + "#" + strconv.FormatInt(c.MaxSize, 10) + "#" + strconv.FormatInt(c.MaxEntry, 10)
 	v, _, err := cacheStores.LoadOrNew(c.storeID, func() (caddy.Destructor, error) {
-		return &sharedStore{store: cache.NewMemory(c.MaxSize, c.MaxEntry), group: new(cache.Group)}, nil
+		return &sharedStore{store: cache.NewMemory(c.MaxSize, c.MaxEntry), group: new(cache.Group), semantic: newSemanticIndex()}, nil
 	})
 	if err != nil {
 		return err
 	}
 	shared := v.(*sharedStore)
-	c.store, c.group = shared.store, shared.group
+	c.store, c.group, c.semantic = shared.store, shared.group, shared.semantic
+	if c.Semantic != nil {
+		if err := c.Semantic.provision(); err != nil {
+			return err
+		}
+		if rl.route(internalClient, c.Semantic.Model).empty() {
+			return fmt.Errorf("cache semantic: no upstream serves the embedding model %q", c.Semantic.Model)
+		}
+	}
 	return nil
 }
 
@@ -189,6 +204,11 @@ type cacheLookup struct {
 	key      cache.Key
 	endpoint cache.Endpoint
 	control  cacheControl
+
+	// For semantic mode: the request's group and the embedding of its last
+	// user message, to index its answer under once stored.
+	semGroup cache.Key
+	vector   []float32
 }
 
 // cacheFor decides whether a request goes through the cache, and computes
@@ -230,6 +250,12 @@ func (pr *proxyRequest) serveCached(w http.ResponseWriter, cl *cacheLookup) bool
 	if !ok {
 		return false
 	}
+	return pr.serveEntry(w, cl, e)
+}
+
+// serveEntry answers from a stored entry, if its age and form suit the
+// request.
+func (pr *proxyRequest) serveEntry(w http.ResponseWriter, cl *cacheLookup, e *cache.Entry) bool {
 	age := e.Age(time.Now())
 	if cl.control.maxAge >= 0 && age > cl.control.maxAge {
 		return false
@@ -436,6 +462,9 @@ func (rec *recorder) finish(ctx context.Context, resp *http.Response, complete b
 				Stream: isEventStream(resp),
 				Stored: time.Now(),
 			}, time.Duration(rec.cl.c.TTL))
+			if rec.cl.vector != nil {
+				rec.cl.c.semantic.add(rec.cl.semGroup, rec.cl.key, rec.cl.vector)
+			}
 		}
 	}
 	rec.flight.Finish()

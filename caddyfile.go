@@ -79,6 +79,10 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			scope         client|global    # default client
 //			ignore_fields <field...>
 //			paths         <path...>        # default chat/completions completions embeddings responses moderations
+//			semantic {                     # similar, not only identical, chat requests
+//				model     <embedding model> # default text-embedding-3-small
+//				threshold <0..1>           # cosine similarity; default 0.95
+//			}
 //		}
 //	}
 //
@@ -530,7 +534,33 @@ func parseCache(d *caddyfile.Dispenser) (*CacheConfig, error) {
 			}
 			c.Paths = append(c.Paths, args...)
 		case "semantic":
-			return nil, d.Err("cache semantic is not available in this version: only identical requests (after canonicalisation) are answered from the cache")
+			if c.Semantic != nil {
+				return nil, d.Err("semantic already specified")
+			}
+			c.Semantic = new(SemanticConfig)
+			if d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			for nesting := d.Nesting(); d.NextBlock(nesting); {
+				switch d.Val() {
+				case "model":
+					if !d.Args(&c.Semantic.Model) || d.NextArg() {
+						return nil, d.ArgErr()
+					}
+				case "threshold":
+					var v string
+					if !d.Args(&v) || d.NextArg() {
+						return nil, d.ArgErr()
+					}
+					f, err := strconv.ParseFloat(v, 64)
+					if err != nil || f <= 0 || f > 1 {
+						return nil, d.Errf("semantic threshold must be a number above 0 and at most 1, got %q", v)
+					}
+					c.Semantic.Threshold = f
+				default:
+					return nil, d.Errf("unrecognized semantic option '%s'", d.Val())
+				}
+			}
 		default:
 			return nil, d.Errf("unrecognized cache option '%s'", d.Val())
 		}

@@ -243,3 +243,42 @@ func TestE2ECacheAdmin(t *testing.T) {
 		t.Errorf("after purge: %s", h.Get("X-Relay-Cache"))
 	}
 }
+
+func TestE2ESemanticCache(t *testing.T) {
+	fake := fakeopenai.New(fakeopenai.Options{})
+	defer fake.Close()
+	k := startCachedRelay(t, fake, "semantic", `			semantic {
+				model text-embedding-3-small
+				threshold 0.9
+			}`)
+	ask := func(system, question string) (string, string) {
+		body := `{"model":"gpt-4o-mini","messages":[{"role":"system","content":"` + system + `"},{"role":"user","content":"` + question + `"}]}`
+		code, h, b := rawPost(t, "rk-cache-app", "/chat/completions", body)
+		if code != 200 {
+			t.Fatalf("%d %s", code, b)
+		}
+		return h.Get("X-Relay-Cache"), idOf(t, b)
+	}
+	r1, id1 := ask("be brief", "what is the capital of france")
+	r2, id2 := ask("be brief", "what is the capital of france please")
+	r3, _ := ask("be brief", "tell me a joke about cats")
+	r4, _ := ask("be verbose", "what is the capital of france")
+	if r1 != "MISS" || r2 != "HIT" || id2 != id1 {
+		t.Errorf("similar question: %s %s (ids %s %s); want MISS then HIT with the same id", r1, r2, id1, id2)
+	}
+	if r3 != "MISS" {
+		t.Errorf("unrelated question: %s; want MISS", r3)
+	}
+	if r4 != "MISS" {
+		t.Errorf("same question after another system message: %s; want MISS", r4)
+	}
+	chats := 0
+	for _, rec := range fake.Records() {
+		if rec.Key == k && strings.HasSuffix(rec.Path, "/chat/completions") {
+			chats++
+		}
+	}
+	if chats != 3 {
+		t.Errorf("upstream answered %d chat requests; want 3", chats)
+	}
+}

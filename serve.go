@@ -92,6 +92,9 @@ func (rl *Relay) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 		if pr.serveCached(w, cl) {
 			return nil
 		}
+		if cl.c.Semantic != nil && pr.serveSemantic(w, cl) {
+			return nil
+		}
 		if !pr.joinFlight(w, cl) {
 			return nil // answered as a follower of an identical request
 		}
