@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -290,4 +291,40 @@ func TestE2EEndpoints(t *testing.T) {
 		}
 	}
 	e.assertNoSecrets([]string{upKey}, []string{"rk-endpoints-client"})
+}
+
+func TestE2EModelListFollowsAllowList(t *testing.T) {
+	fake := fakeopenai.New(fakeopenai.Options{})
+	defer fake.Close()
+	upKey := "sk-e2e-models-upstream-0001"
+	fake.AddKey(upKey, fakeopenai.KeyLimits{})
+	os.Setenv("E2E_MODELS_KEY", upKey)
+	startRelay(t, fake, `
+		client narrow {
+			key rk-models-narrow
+			models gpt-4o-mini text-embedding-*
+		}
+		upstream fake {UPSTREAM} {
+			key {env.E2E_MODELS_KEY}
+		}`)
+	client := sdk("rk-models-narrow")
+	page, err := client.Models.List(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, m := range page.Data {
+		ids = append(ids, m.ID)
+	}
+	if len(ids) != 2 || !slices.Contains(ids, "gpt-4o-mini") || !slices.Contains(ids, "text-embedding-3-small") {
+		t.Errorf("models listed: %v; want only gpt-4o-mini and text-embedding-3-small", ids)
+	}
+	if _, err := client.Models.Get(context.Background(), "gpt-4o-mini"); err != nil {
+		t.Errorf("an allowed model: %v", err)
+	}
+	_, err = client.Models.Get(context.Background(), "gpt-4o")
+	var apiErr *openai.Error
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusNotFound {
+		t.Errorf("a model the client may not use: %v; want 404", err)
+	}
 }

@@ -3,6 +3,7 @@ package openairelay
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"mime"
@@ -56,6 +57,10 @@ const maxUsageBody = 4 << 20
 // so that each event leaves as soon as it arrived.
 func (pr *proxyRequest) respond(w http.ResponseWriter, resp *http.Response, key *poolKey, success bool) {
 	defer resp.Body.Close()
+	if success && pr.api.endpoint == "models" && len(pr.client.Models) > 0 {
+		pr.respondModels(w, resp, key)
+		return
+	}
 	copyResponseHeader(w.Header(), resp.Header)
 	if cl := pr.client.limiter; cl != nil {
 		setClientRateLimitHeaders(w.Header(), cl, time.Now())
@@ -142,6 +147,41 @@ func (pr *proxyRequest) respond(w http.ResponseWriter, resp *http.Response, key 
 		}
 	}
 	pr.settle(key, success, tap, kept)
+}
+
+// respondModels answers GET /v1/models for a client limited to some models
+// with the upstream's list less the models the client may not use.
+func (pr *proxyRequest) respondModels(w http.ResponseWriter, resp *http.Response, key *poolKey) {
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxUsageBody))
+	pr.release(key, true, 0)
+	if err != nil {
+		errUpstream(http.StatusBadGateway, "The upstream's model list could not be read.").write(w)
+		return
+	}
+	var list struct {
+		Object string            `json:"object"`
+		Data   []json.RawMessage `json:"data"`
+	}
+	if json.Unmarshal(body, &list) == nil && list.Data != nil {
+		kept := list.Data[:0]
+		for _, m := range list.Data {
+			var model struct {
+				ID string `json:"id"`
+			}
+			if json.Unmarshal(m, &model) == nil && pr.client.allowsModel(model.ID) {
+				kept = append(kept, m)
+			}
+		}
+		list.Data = kept
+		if filtered, err := json.Marshal(list); err == nil {
+			body = filtered
+		}
+	}
+	copyResponseHeader(w.Header(), resp.Header)
+	w.Header().Del("Content-Length")
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(resp.StatusCode)
+	_, _ = w.Write(body)
 }
 
 // settle replaces the reservation's estimate by what the answer reported.

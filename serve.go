@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -60,6 +61,15 @@ func (rl *Relay) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 	if aerr := ar.parseBody(r.Method, r.Header); aerr != nil {
 		aerr.write(w)
 		return nil
+	}
+	// GET /v1/models/{model} (and DELETE, for fine-tuned models) names
+	// its model in the path: it is routed and allowed like a body's model.
+	if id, ok := strings.CutPrefix(ar.endpoint, "models/"); ok && ar.model == "" && id != "" {
+		ar.model = id
+		if !client.allowsModel(id) {
+			errModelNotFound(id).write(w)
+			return nil
+		}
 	}
 	repl.Set(phModel, ar.model)
 
