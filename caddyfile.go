@@ -431,8 +431,9 @@ func parseUpstream(d *caddyfile.Dispenser) (*Upstream, error) {
 	// transport so that its tls_* options take effect.
 	if parsed, err := url.Parse(u.URL); err == nil && parsed.Scheme == "https" {
 		if transport == nil {
+			idle, _ := strconv.Atoi(defaultIdleConnsPerHost)
 			transportName = "http"
-			transport = new(reverseproxy.HTTPTransport)
+			transport = &reverseproxy.HTTPTransport{KeepAlive: &reverseproxy.KeepAlive{MaxIdleConnsPerHost: idle}}
 		}
 		if tt, ok := transport.(reverseproxy.TLSTransport); ok && !tt.TLSEnabled() {
 			if err := tt.EnableTLS(new(reverseproxy.TLSConfig)); err != nil {

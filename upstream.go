@@ -174,15 +174,22 @@ func (u *Upstream) provision(ctx caddy.Context, index int, repl *caddy.Replacer)
 const (
 	authBearer = "bearer"
 	authAPIKey = "api-key"
+
+	// defaultIdleConnsPerHost is the idle connections kept per upstream
+	// host by the transports the relay makes itself.
+	defaultIdleConnsPerHost = "256"
 )
 
 func (u *Upstream) loadTransport(ctx caddy.Context) error {
 	if u.TransportRaw == nil {
-		// The same default as reverse_proxy: the http transport, with TLS
-		// switched on for an https upstream so that TLS settings apply.
-		raw := json.RawMessage(`{}`)
+		// reverse_proxy's default, the http transport (with TLS switched on
+		// for an https upstream so that TLS settings apply), but keeping
+		// more idle connections: all of a relay's traffic goes to a few
+		// hosts, and with Caddy's 32 a busy relay would close and redial
+		// (TLS included) connections all the time.
+		raw := json.RawMessage(`{"keep_alive":{"max_idle_conns_per_host":` + defaultIdleConnsPerHost + `}}`)
 		if u.base.Scheme == "https" {
-			raw = json.RawMessage(`{"tls":{}}`)
+			raw = json.RawMessage(`{"keep_alive":{"max_idle_conns_per_host":` + defaultIdleConnsPerHost + `},"tls":{}}`)
 		}
 		mod, err := ctx.LoadModuleByID("http.reverse_proxy.transport.http", raw)
 		if err != nil {
