@@ -178,7 +178,7 @@ func (pr *proxyRequest) reserve(now time.Time, k *poolKey) bool {
 		return false
 	}
 	pr.resMu.Lock()
-	pr.reservation, pr.learning = m, learning
+	pr.reservation, pr.heldKey, pr.learning = m, k, learning
 	pr.resMu.Unlock()
 	return true
 }

@@ -43,6 +43,7 @@ type proxyRequest struct {
 	sentAt time.Time     // when the answered attempt was sent, for time to first token
 
 	reservation   limit.Multi // held for the attempt in progress
+	heldKey       *poolKey    // the key of reservation, nil when none is held
 	resMu         sync.Mutex  // guards reservation against the transport's send callback
 	learning      bool        // the attempt holds its key's learning slot
 	clientLimited bool        // the last try failed on the client's own limits
@@ -67,6 +68,9 @@ func (pr *proxyRequest) serve(w http.ResponseWriter) {
 	defer func() {
 		pr.repl.Set(phQueueMS, strconv.FormatInt(pr.queued.Milliseconds(), 10))
 	}()
+	// Whatever happens (a panic included), capacity reserved and not yet
+	// settled is given back.
+	defer pr.releaseHeld()
 	if aerr := pr.overBudget(); aerr != nil {
 		aerr.write(w)
 		return
@@ -209,6 +213,16 @@ func (pr *proxyRequest) attempt(w http.ResponseWriter, key *poolKey) (*failure, 
 	return &failure{outcome: oc, resp: resp, body: scrub(body, key.secret)}, false
 }
 
+// releaseHeld gives back a reservation still held when the request ends.
+func (pr *proxyRequest) releaseHeld() {
+	pr.resMu.Lock()
+	held := pr.heldKey
+	pr.resMu.Unlock()
+	if held != nil {
+		pr.release(held, false, 0)
+	}
+}
+
 // sent tells the limiters that the request has left for the upstream, which
 // counts it from now on (see limit.Reservation.Retime).
 func (pr *proxyRequest) sent() {
@@ -227,7 +241,7 @@ func (pr *proxyRequest) release(key *poolKey, handled bool, tokens int64) {
 	} else {
 		pr.reservation.Cancel(now)
 	}
-	pr.reservation = limit.Multi{}
+	pr.reservation, pr.heldKey = limit.Multi{}, nil
 	pr.resMu.Unlock()
 	if pr.learning {
 		key.state.learning.Store(false)

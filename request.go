@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"mime"
 	"mime/multipart"
@@ -144,6 +145,7 @@ func (ar *apiRequest) parseJSON() *apiError {
 		return errBadRequest("We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON.)", "")
 	}
 	var bad *apiError
+	models := 0
 	ok := eachMember(ar.body, func(key []byte, start, end int) {
 		raw := ar.body[start:end]
 		switch string(key) {
@@ -153,6 +155,7 @@ func (ar *apiRequest) parseJSON() *apiError {
 				bad = errBadRequest("Invalid type for 'model': expected a string.", "model")
 				return
 			}
+			models++
 			ar.model = m
 			ar.modelSpan = [2]int{start, end}
 		case "stream":
@@ -166,8 +169,18 @@ func (ar *apiRequest) parseJSON() *apiError {
 			if n, err := strconv.ParseInt(string(raw), 10, 64); err == nil && n > ar.maxOut {
 				ar.maxOut = n
 			}
+		default:
+			// Some servers match member names without regard to case (Go's
+			// encoding/json does): a "Model" the relay ignored could choose
+			// the model upstream, past the client's allow-list.
+			if bytes.EqualFold(key, []byte("model")) {
+				bad = errBadRequest(fmt.Sprintf("Unrecognized request argument supplied: %s. The model goes in 'model'.", truncateForMessage(string(key))), string(key))
+			}
 		}
 	})
+	if bad == nil && models > 1 {
+		bad = errBadRequest("The request names its model more than once.", "model")
+	}
 	if !ok {
 		return errBadRequest("The request body must be a JSON object.", "")
 	}
@@ -407,7 +420,8 @@ func skipSpace(data []byte, i int) int {
 	return i
 }
 
-// skipString returns the index after the string starting at data[i] == '"'.
+// skipString returns the index after the string starting at data[i] == '"',
+// or len(data) if the string is not terminated.
 func skipString(data []byte, i int) int {
 	for i++; i < len(data); i++ {
 		switch data[i] {
@@ -417,7 +431,7 @@ func skipString(data []byte, i int) int {
 			return i + 1
 		}
 	}
-	return i
+	return len(data)
 }
 
 // skipValue returns the index after the JSON value starting at data[i].

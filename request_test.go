@@ -248,3 +248,16 @@ func FuzzEachMember(f *testing.F) {
 		}
 	})
 }
+
+func TestModelSmugglingRefused(t *testing.T) {
+	for _, body := range []string{
+		`{"model":"gpt-4o-mini","Model":"gpt-4o"}`,
+		`{"MODEL":"gpt-4o"}`,
+		`{"model":"gpt-4o-mini","messages":[],"model":"gpt-4o"}`,
+	} {
+		ar := &apiRequest{endpoint: "chat/completions", body: []byte(body)}
+		if aerr := ar.parseBody(http.MethodPost, http.Header{"Content-Type": {"application/json"}}); aerr == nil || aerr.Status != 400 {
+			t.Errorf("%s: got %v; want 400", body, aerr)
+		}
+	}
+}

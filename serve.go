@@ -165,8 +165,11 @@ func (rl *Relay) readBody(w http.ResponseWriter, r *http.Request, buf *bytes.Buf
 	if r.Body == nil || r.Body == http.NoBody {
 		return nil
 	}
+	// Room for what the client announced, within reason: a client that
+	// announces a large body and sends little must not make the relay hold
+	// the announced size.
 	if r.ContentLength > 0 {
-		buf.Grow(int(r.ContentLength))
+		buf.Grow(int(min(r.ContentLength, maxPreallocatedBody)))
 	}
 	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, rl.MaxBodySize))
 	if err == nil {
@@ -188,6 +191,10 @@ func (rl *Relay) readBody(w http.ResponseWriter, r *http.Request, buf *bytes.Buf
 var bufferPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 const maxPooledBuffer = 1 << 20
+
+// maxPreallocatedBody bounds the buffer reserved from Content-Length before
+// the body arrives; a larger body grows it as it comes.
+const maxPreallocatedBody = 256 << 10
 
 func getBuffer() *bytes.Buffer {
 	buf := bufferPool.Get().(*bytes.Buffer)
