@@ -182,6 +182,7 @@ func FuzzParseBody(f *testing.F) {
 	f.Add([]byte(`{"mo\u0064el":"x"}`))
 	f.Add([]byte(`[]`))
 	f.Add([]byte(`{"a":{"b":["}",{"c":"\""}]},"model":"z"}`))
+	f.Add([]byte(`{"Model":"x"}`)) // once let a client past its allow-list
 	f.Fuzz(func(t *testing.T, body []byte) {
 		ar := &apiRequest{endpoint: "chat/completions", body: body}
 		aerr := ar.parseBody(http.MethodPost, http.Header{"Content-Type": {"application/json"}})
@@ -223,6 +224,7 @@ func FuzzEachMember(f *testing.F) {
 	f.Add([]byte(`{"a" "b"}`))
 	f.Add([]byte(`{"\"`))
 	f.Add([]byte(`{,,]`))
+	f.Add([]byte("{\"\"0\"\\")) // a string ending in a backslash once ran past the end
 	f.Fuzz(func(t *testing.T, data []byte) {
 		got := map[string]string{}
 		ok := eachMember(data, func(key []byte, start, end int) {
