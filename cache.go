@@ -374,25 +374,17 @@ func (pr *proxyRequest) follow(w http.ResponseWriter, f *cache.Flight, cl *cache
 		if fl.Status() >= 200 && fl.Status() < 300 {
 			body, stream, ok = pr.convert(all, leaderStream, cl.endpoint)
 		}
-		if !ok || !pr.countCachedRequest(w) {
-			return ok
+		if !ok {
+			return false
 		}
-		h := w.Header()
-		copyResponseHeader(h, fl.Header())
-		setCacheHeaders(h, stream, cacheCoalesced)
-		pr.finishCoalesced()
-		w.WriteHeader(fl.Status())
-		pr.writeStored(w, body, stream)
+		if pr.startCoalesced(w, fl, stream) {
+			pr.writeStored(w, body, stream)
+		}
 		return true
 	}
-	if !pr.countCachedRequest(w) {
+	if !pr.startCoalesced(w, fl, leaderStream) {
 		return true
 	}
-	h := w.Header()
-	copyResponseHeader(h, fl.Header())
-	setCacheHeaders(h, leaderStream, cacheCoalesced)
-	pr.finishCoalesced()
-	w.WriteHeader(fl.Status())
 	rc := http.NewResponseController(w)
 	var tap *streamTap
 	if leaderStream {
@@ -425,9 +417,20 @@ func (pr *proxyRequest) follow(w http.ResponseWriter, f *cache.Flight, cl *cache
 	}
 }
 
-func (pr *proxyRequest) finishCoalesced() {
+// startCoalesced counts a coalesced request against the client's limits
+// and writes the leader's status and headers. It returns false when the
+// client's limits refused it (the 429 is written).
+func (pr *proxyRequest) startCoalesced(w http.ResponseWriter, fl *cache.Follower, stream bool) bool {
+	if !pr.countCachedRequest(w) {
+		return false
+	}
+	h := w.Header()
+	copyResponseHeader(h, fl.Header())
+	setCacheHeaders(h, stream, cacheCoalesced)
 	pr.repl.Set(phCache, cacheCoalesced)
 	cacheResults.WithLabelValues(cacheCoalesced).Inc()
+	w.WriteHeader(fl.Status())
+	return true
 }
 
 // recorder feeds the leader's upstream answer to the requests folded into

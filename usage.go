@@ -141,23 +141,36 @@ func eventEnd(b []byte) int {
 	}
 }
 
+var (
+	usageMember = []byte(`"usage"`)
+	nullValue   = []byte(":null")
+	doneData    = []byte("[DONE]")
+)
+
 // rewrite appends one raw event to t.out without the usage the client did
-// not ask for.
+// not ask for. OpenAI writes compact JSON, so the common cases are settled on
+// the raw bytes in one scan: an event without usage passes as it is, and the
+// `,"usage":null` of a chunk is cut out. Anything else is parsed.
 func (t *streamTap) rewrite(raw []byte) {
+	i := bytes.Index(raw, usageMember)
+	if i < 0 {
+		if !bytes.Contains(raw, doneData) {
+			t.events++
+		}
+		t.out = append(t.out, raw...)
+		return
+	}
+	rest := raw[i+len(usageMember):]
+	if i > 0 && raw[i-1] == ',' && bytes.HasPrefix(rest, nullValue) && !bytes.Contains(rest, usageMember) {
+		t.events++
+		t.out = append(t.out, raw[:i-1]...)
+		t.out = append(t.out, rest[len(nullValue):]...)
+		return
+	}
 	for ev := range cache.Events(raw) {
 		t.observe(ev.Name, ev.Data)
-		if bytes.Equal(ev.Data, []byte("[DONE]")) || !bytes.Contains(ev.Data, []byte(`"usage"`)) {
-			break
-		}
 		if t.usageOnly(ev.Data) {
 			return // the usage-only chunk the client did not ask for
-		}
-		// OpenAI writes compact JSON: cut `,"usage":null` from the raw
-		// event. Anything else is re-encoded with the member removed.
-		if i := bytes.Index(raw, []byte(`,"usage":null`)); i >= 0 && bytes.Count(raw, []byte(`"usage"`)) == 1 {
-			t.out = append(t.out, raw[:i]...)
-			t.out = append(t.out, raw[i+len(`,"usage":null`):]...)
-			return
 		}
 		t.out = cache.AppendEvent(t.out, ev.Name, removeMember(nil, ev.Data, "usage"))
 		return
@@ -181,7 +194,7 @@ func (t *streamTap) usageOnly(data []byte) bool {
 
 // observe counts an event and reads the usage it carries, if any.
 func (t *streamTap) observe(name string, data []byte) {
-	if bytes.Equal(data, []byte("[DONE]")) {
+	if bytes.Equal(data, doneData) {
 		return
 	}
 	t.events++
