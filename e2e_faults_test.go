@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
@@ -244,4 +245,47 @@ func mapValues(m map[string]string) []string {
 		out = append(out, v)
 	}
 	return out
+}
+
+// TestE2ETLSUpstreamThroughTransportBlock reaches an https upstream (HTTP/2,
+// a self-signed certificate) through reverse_proxy's own transport block,
+// with an Azure-style api-key header and a model alias.
+func TestE2ETLSUpstreamThroughTransportBlock(t *testing.T) {
+	fake := fakeopenai.NewHandler(fakeopenai.Options{RequireAPIKeyHeader: true})
+	k := "azure-key-0123456789abcdef0123"
+	fake.AddKey(k, fakeopenai.KeyLimits{})
+	srv := httptest.NewUnstartedServer(fake)
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	defer srv.Close()
+	os.Setenv("E2E_TLS_KEY", k)
+	startRelay(t, fakeAt(srv.URL+"/v1"), `
+		client app {
+			key rk-tls-client
+		}
+		upstream azure {
+			url {UPSTREAM}
+			auth api-key
+			model_alias my-model gpt-4o-mini
+			transport http {
+				tls_insecure_skip_verify
+				versions 2
+			}
+			key {env.E2E_TLS_KEY}
+		}`)
+	client := sdk("rk-tls-client")
+	res, err := client.Chat.Completions.New(context.Background(), openai.ChatCompletionNewParams{
+		Model:    "my-model",
+		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("over tls")},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Model != "gpt-4o-mini" {
+		t.Errorf("the upstream saw model %q; want the alias gpt-4o-mini", res.Model)
+	}
+	recs := fake.Records()
+	if len(recs) != 1 || recs[0].Header.Get("Api-Key") != k || recs[0].Header.Get("Authorization") != "" {
+		t.Fatalf("records %+v", recs)
+	}
 }

@@ -59,6 +59,14 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// upstreamURL is what startRelay needs of an upstream.
+type upstreamURL interface{ URL() string }
+
+// fakeAt names an upstream by its URL, for upstreams started otherwise.
+type fakeAt string
+
+func (u fakeAt) URL() string { return string(u) }
+
 // e2e is one test's relay and upstream.
 type e2e struct {
 	t       *testing.T
@@ -70,10 +78,10 @@ type e2e struct {
 // startRelay runs Caddy with the relay block given (the inside of
 // `openai_relay { ... }`, with {UPSTREAM} standing for the fake's URL) and
 // access and error logs written to a file the test can search.
-func startRelay(t *testing.T, fake *fakeopenai.Server, relayBlock string) *e2e {
+func startRelay(t *testing.T, up upstreamURL, relayBlock string) *e2e {
 	t.Helper()
 	logFile := filepath.Join(logDir, strings.ReplaceAll(t.Name(), "/", "_")+".log")
-	block := strings.ReplaceAll(relayBlock, "{UPSTREAM}", fake.URL())
+	block := strings.ReplaceAll(relayBlock, "{UPSTREAM}", up.URL())
 	config := fmt.Sprintf(`{
 	admin localhost:%[3]s
 	http_port %[4]s
@@ -96,6 +104,7 @@ http://localhost:%[4]s {
 	port, _ := strconv.Atoi(adminPort)
 	tester := caddytest.NewTester(t).WithDefaultOverrides(caddytest.Config{AdminPort: port})
 	tester.InitServer(config, "caddyfile")
+	fake, _ := up.(*fakeopenai.Server)
 	return &e2e{t: t, fake: fake, tester: tester, logFile: logFile}
 }
 
