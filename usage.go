@@ -2,7 +2,7 @@ package openairelay
 
 import (
 	"bytes"
-	"encoding/json"
+	"strconv"
 
 	"github.com/caddyrelay/openairelay/internal/cache"
 )
@@ -12,36 +12,39 @@ type usage struct {
 	prompt, completion, total int64
 }
 
-// usageFields covers the shapes of usage in chat completions, completions
-// and embeddings (prompt/completion) and in the Responses API (input/output).
-type usageFields struct {
-	PromptTokens     int64 `json:"prompt_tokens"`
-	CompletionTokens int64 `json:"completion_tokens"`
-	InputTokens      int64 `json:"input_tokens"`
-	OutputTokens     int64 `json:"output_tokens"`
-	TotalTokens      int64 `json:"total_tokens"`
-}
-
-func (f usageFields) usage() usage {
-	u := usage{prompt: f.PromptTokens + f.InputTokens, completion: f.CompletionTokens + f.OutputTokens, total: f.TotalTokens}
-	if u.total == 0 {
-		u.total = u.prompt + u.completion
-	}
-	return u
-}
-
-// usageOf finds the top-level usage object of a JSON answer without decoding
-// the rest of it.
+// usageOf finds the top-level usage object of a JSON answer and reads its
+// counts without decoding the rest of the answer: prompt/completion tokens
+// (chat completions, completions, embeddings) or input/output tokens (the
+// Responses API), and the total.
 func usageOf(body []byte) (usage, bool) {
 	raw, ok := member(body, "usage")
 	if !ok || len(raw) == 0 || raw[0] != '{' {
 		return usage{}, false
 	}
-	var f usageFields
-	if json.Unmarshal(raw, &f) != nil {
+	var u usage
+	valid := eachMember(raw, func(key []byte, start, end int) {
+		var target *int64
+		switch string(key) {
+		case "prompt_tokens", "input_tokens":
+			target = &u.prompt
+		case "completion_tokens", "output_tokens":
+			target = &u.completion
+		case "total_tokens":
+			target = &u.total
+		default:
+			return
+		}
+		if n, err := strconv.ParseInt(string(raw[start:end]), 10, 64); err == nil && n > 0 {
+			*target += n
+		}
+	})
+	if !valid {
 		return usage{}, false
 	}
-	return f.usage(), true
+	if u.total == 0 {
+		u.total = u.prompt + u.completion
+	}
+	return u, true
 }
 
 // member returns the raw value of a top-level member of a JSON object.
