@@ -36,6 +36,9 @@ func (pr *proxyRequest) acquire() (*poolKey, *apiError) {
 	case errors.Is(err, limit.ErrDeadline):
 		wait := time.Second
 		if de, ok := errors.AsType[*limit.DeadlineError](err); ok && !de.RetryAt.IsZero() {
+			if !de.RetryAt.Before(neverTime) {
+				return nil, errNoKeys() // retired meanwhile: no time to give
+			}
 			wait = max(time.Until(de.RetryAt), time.Second)
 		}
 		return nil, errNoCapacity(wait, pr.capacityReason())
