@@ -86,6 +86,15 @@ func (pr *proxyRequest) tryAcquire(now time.Time) (*poolKey, time.Time) {
 		}
 	}
 	pr.clientLimited = false
+	if k := pr.pinnedKey(); k != nil {
+		// The response this request continues lives with this key's
+		// organisation: wait for this key rather than go elsewhere.
+		if pr.reserve(now, k) {
+			return k, time.Time{}
+		}
+		at, _ := k.limiter.Check(now, pr.cost)
+		return nil, at
+	}
 	var earliest time.Time
 	for ti, t := range pr.route.tiers {
 		k, at := pr.tryTier(now, t, pr.route.eligible[ti])

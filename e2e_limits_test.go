@@ -487,3 +487,59 @@ func TestE2EBudgetAndSpend(t *testing.T) {
 		t.Error("no spend metric for the client")
 	}
 }
+
+// TestE2EResponsesStickToTheirKey checks that a Responses request continuing
+// an earlier response goes to the key (the organisation) that created it.
+func TestE2EResponsesStickToTheirKey(t *testing.T) {
+	fake := fakeopenai.New(fakeopenai.Options{})
+	defer fake.Close()
+	keyLines, keys := setKeys(t, fake, "sticky", 3, fakeopenai.KeyLimits{})
+	startRelay(t, fake, `
+		client app {
+			key rk-sticky-client
+		}
+		upstream orgs {UPSTREAM} {
+`+keyLines+`		}
+		balance weighted_round_robin`)
+	for _, stream := range []bool{false, true} {
+		fake.ResetRecords()
+		body := `{"model":"gpt-4o-mini","input":"remember me"` + map[bool]string{true: `,"stream":true`, false: ``}[stream] + `}`
+		code, _, out := rawPost(t, "rk-sticky-client", "/responses", body)
+		if code != 200 {
+			t.Fatalf("%d %s", code, out)
+		}
+		id := ""
+		if stream {
+			i := strings.Index(out, `"id":"resp_`)
+			if i < 0 {
+				t.Fatalf("no response id in the stream: %.300s", out)
+			}
+			id = out[i+6 : i+6+strings.Index(out[i+6:], `"`)]
+		} else {
+			id = idOf(t, out)
+		}
+		owner := fake.Records()[0].Key
+		for range 6 {
+			code, _, out := rawPost(t, "rk-sticky-client", "/responses", `{"model":"gpt-4o-mini","input":"and now?","previous_response_id":"`+id+`"}`)
+			if code != 200 {
+				t.Fatalf("%d %s", code, out)
+			}
+		}
+		for _, rec := range fake.Records()[1:] {
+			if rec.Key != owner {
+				t.Fatalf("stream=%v: a continuation of %s went to another key than the one that created it", stream, id)
+			}
+		}
+		// Without previous_response_id the keys take turns as usual.
+		used := map[string]bool{}
+		for range 3 {
+			rawPost(t, "rk-sticky-client", "/responses", `{"model":"gpt-4o-mini","input":"fresh"}`)
+		}
+		for _, rec := range fake.Records()[7:] {
+			used[rec.Key] = true
+		}
+		if len(used) < 2 {
+			t.Errorf("fresh requests all went to one key of %d", len(keys))
+		}
+	}
+}

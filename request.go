@@ -40,6 +40,8 @@ type apiRequest struct {
 	streamOptionsAt int
 	// wantsUsage is set when the client asked for a stream's usage chunk.
 	wantsUsage bool
+	// previousResponse is a Responses request's previous_response_id.
+	previousResponse string
 }
 
 type bodyKind uint8
@@ -160,6 +162,8 @@ func (ar *apiRequest) parseJSON() *apiError {
 			ar.modelSpan = [2]int{start, end}
 		case "stream":
 			ar.stream = bytes.Equal(raw, []byte("true"))
+		case "previous_response_id":
+			_ = json.Unmarshal(raw, &ar.previousResponse)
 		case "stream_options":
 			ar.streamOptions, ar.streamOptionsAt = raw, start
 			if v, ok := member(raw, "include_usage"); ok && bytes.Equal(v, []byte("true")) {

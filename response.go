@@ -203,6 +203,11 @@ func (pr *proxyRequest) settle(key *poolKey, success bool, tap *streamTap, kept 
 	case kept != nil:
 		u, ok = usageOf(kept.Bytes())
 	}
+	var answer []byte
+	if kept != nil {
+		answer = kept.Bytes()
+	}
+	pr.rememberResponse(key, answer, tap)
 	if !ok {
 		// No usage reported (an endpoint without it, an answer too large to
 		// keep): the estimate stands.

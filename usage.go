@@ -2,6 +2,7 @@ package openairelay
 
 import (
 	"bytes"
+	"encoding/json"
 	"strconv"
 
 	"github.com/caddyrelay/openairelay/internal/cache"
@@ -71,12 +72,13 @@ type streamTap struct {
 	responses bool // a Responses API stream: usage arrives in response.completed
 	strip     bool
 
-	parser cache.Parser // events, when the bytes pass through unchanged
-	held   []byte       // an incomplete event, when they do not
-	out    []byte
-	u      usage
-	have   bool
-	events int
+	parser     cache.Parser // events, when the bytes pass through unchanged
+	held       []byte       // an incomplete event, when they do not
+	out        []byte
+	u          usage
+	have       bool
+	events     int
+	responseID string // a Responses stream's response id, from response.created
 }
 
 func newStreamTap(endpoint string, strip bool) *streamTap {
@@ -202,6 +204,16 @@ func (t *streamTap) observe(name string, data []byte) {
 	}
 	t.events++
 	if t.responses {
+		if t.responseID == "" && (name == "response.created" || bytes.Contains(data, []byte(`"type":"response.created"`))) {
+			if resp, ok := member(data, "response"); ok {
+				if raw, ok := member(resp, "id"); ok {
+					var id string
+					if json.Unmarshal(raw, &id) == nil {
+						t.responseID = id
+					}
+				}
+			}
+		}
 		if name == "response.completed" || name == "response.incomplete" || name == "response.failed" ||
 			(name == "" && bytes.Contains(data, []byte(`"type":"response.`)) && bytes.Contains(data, []byte(`"usage":{`))) {
 			if resp, ok := member(data, "response"); ok {
