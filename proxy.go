@@ -38,7 +38,10 @@ type proxyRequest struct {
 	injectedUsage bool
 	// rec, for a request that leads a cache flight, shares its answer with
 	// identical requests and stores it.
-	rec    *recorder
+	rec *recorder
+	// pinned is the key of the organisation that created an object the
+	// request names (noPin: none), found on the first try.
+	pinned *poolKey
 	queued time.Duration // time spent waiting for capacity
 	sentAt time.Time     // when the answered attempt was sent, for time to first token
 

@@ -2,23 +2,41 @@ package openairelay
 
 import (
 	"encoding/json"
+	"net/http"
+	"strings"
 	"sync"
+	"sync/atomic"
 )
 
-// Responses the upstream stores (the Responses API's `store`, the default)
-// belong to the organisation of the key that created them: a request that
-// continues one with previous_response_id must go to that key, or an
-// upstream key of another organisation answers 404. The relay remembers
-// which key created each response and pins such requests to it.
+// What the upstream stores (responses, files, batches, vector stores,
+// fine-tuning jobs, assistants, threads, uploads) belongs to the organisation
+// of the key that created it: a request that refers to it (a Responses
+// previous_response_id, a file id in a batch or a message, /v1/files/<id>)
+// must go to that key, or an upstream key of another organisation answers
+// 404. The relay remembers which key created each such object and pins the
+// requests that name one to that key.
 
-// maxResponseOwners bounds how many response ids are remembered.
+// maxResponseOwners bounds how many object ids are remembered.
 const maxResponseOwners = 1 << 16
+
+// ownedPrefixes are the prefixes of the ids of objects the upstream stores.
+var ownedPrefixes = []string{"resp_", "file-", "batch_", "vs_", "ftjob-", "asst_", "thread_", "run_", "msg_", "upload_", "conv_"}
+
+func ownedID(s string) bool {
+	for _, p := range ownedPrefixes {
+		if strings.HasPrefix(s, p) && len(s) > len(p) {
+			return true
+		}
+	}
+	return false
+}
 
 // responseOwners maps response ids to the pool id of the key that created
 // them, oldest forgotten first. It is package-level, so it survives reloads.
 var responseOwners = &ownerTable{byID: make(map[string]string)}
 
 type ownerTable struct {
+	n     atomic.Int64 // entries, readable without the lock
 	mu    sync.Mutex
 	byID  map[string]string
 	order []string // ring of ids, in insertion order
@@ -37,6 +55,7 @@ func (o *ownerTable) remember(id, poolID string) {
 	}
 	if len(o.order) < maxResponseOwners {
 		o.order = append(o.order, id)
+		o.n.Add(1)
 	} else {
 		delete(o.byID, o.order[o.next])
 		o.order[o.next] = id
@@ -52,16 +71,30 @@ func (o *ownerTable) owner(id string) (string, bool) {
 	return p, ok
 }
 
-// pinnedKey is the key a request continuing a stored response must use: the
-// key that created it, if the relay knows it, the request may use it and it
-// is not retired. Otherwise the request goes where selection sends it.
+// pinnedKey is the key a request must use because it names an object that
+// key's organisation created: the key that created it, if the relay knows
+// it, the request may use it and it is not retired. Otherwise the request
+// goes where selection sends it.
 func (pr *proxyRequest) pinnedKey() *poolKey {
-	if pr.api.previousResponse == "" {
+	if responseOwners.n.Load() == 0 {
 		return nil
 	}
-	poolID, ok := responseOwners.owner(pr.api.previousResponse)
-	if !ok {
+	if pr.pinned == nil {
+		pr.pinned = pr.findPinned()
+	}
+	if pr.pinned == noPin || pr.pinned.state.retired() {
 		return nil
+	}
+	return pr.pinned
+}
+
+// noPin marks a request found to name no known object.
+var noPin = &poolKey{}
+
+func (pr *proxyRequest) findPinned() *poolKey {
+	poolID, ok := pr.ownerOfNamedObject()
+	if !ok {
+		return noPin
 	}
 	for ti, t := range pr.route.tiers {
 		for ui, keys := range t.keys {
@@ -69,18 +102,50 @@ func (pr *proxyRequest) pinnedKey() *poolKey {
 				continue
 			}
 			for _, k := range keys {
-				if k.poolID == poolID && !k.state.retired() {
+				if k.poolID == poolID {
 					return k
 				}
 			}
 		}
 	}
-	return nil
+	return noPin
 }
 
-// rememberResponse records which key created a Responses API answer.
+// ownerOfNamedObject looks for a known object id in the request: its
+// previous_response_id, the segments of its path, the string values of its
+// JSON body.
+func (pr *proxyRequest) ownerOfNamedObject() (string, bool) {
+	if id := pr.api.previousResponse; id != "" {
+		if p, ok := responseOwners.owner(id); ok {
+			return p, true
+		}
+	}
+	for seg := range strings.SplitSeq(pr.api.endpoint, "/") {
+		if ownedID(seg) {
+			if p, ok := responseOwners.owner(seg); ok {
+				return p, true
+			}
+		}
+	}
+	if pr.api.kind != bodyJSON {
+		return "", false
+	}
+	var owner string
+	found := false
+	eachStringValue(pr.api.body, func(s []byte) {
+		if found || len(s) > 128 || !ownedID(string(s)) {
+			return
+		}
+		owner, found = responseOwners.owner(string(s))
+	})
+	return owner, found
+}
+
+// rememberResponse records which key created an object the upstream
+// stores: the id of a successful answer to a POST, when it is such an
+// object's (a response, a file, a batch, ...), or a Responses stream's.
 func (pr *proxyRequest) rememberResponse(key *poolKey, answer []byte, tap *streamTap) {
-	if pr.api.endpoint != "responses" {
+	if pr.req.Method != http.MethodPost {
 		return
 	}
 	id := ""
@@ -92,5 +157,7 @@ func (pr *proxyRequest) rememberResponse(key *poolKey, answer []byte, tap *strea
 			_ = json.Unmarshal(raw, &id)
 		}
 	}
-	responseOwners.remember(id, key.poolID)
+	if ownedID(id) {
+		responseOwners.remember(id, key.poolID)
+	}
 }
