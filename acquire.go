@@ -58,16 +58,9 @@ func (pr *proxyRequest) capacityReason() string {
 // anyKeyLeft reports whether the route has a key that is not retired: with
 // none, waiting cannot help.
 func (pr *proxyRequest) anyKeyLeft() bool {
-	for ti, t := range pr.route.tiers {
-		for ui, keys := range t.keys {
-			if !pr.route.eligible[ti][ui] {
-				continue
-			}
-			for _, k := range keys {
-				if !k.state.retired() {
-					return true
-				}
-			}
+	for k := range pr.route.keys() {
+		if !k.state.retired() {
+			return true
 		}
 	}
 	return false

@@ -376,20 +376,13 @@ func (pr *proxyRequest) fail(w http.ResponseWriter, last *failure) {
 func (pr *proxyRequest) earliestReturn() (time.Duration, bool) {
 	now := time.Now()
 	var earliest time.Time
-	for ti, t := range pr.route.tiers {
-		for ui, keys := range t.keys {
-			if !pr.route.eligible[ti][ui] {
-				continue
-			}
-			for _, k := range keys {
-				until := k.limiter.CoolingUntil()
-				if k.state.retired() || !until.After(now) {
-					continue
-				}
-				if earliest.IsZero() || until.Before(earliest) {
-					earliest = until
-				}
-			}
+	for k := range pr.route.keys() {
+		until := k.limiter.CoolingUntil()
+		if k.state.retired() || !until.After(now) {
+			continue
+		}
+		if earliest.IsZero() || until.Before(earliest) {
+			earliest = until
 		}
 	}
 	if earliest.IsZero() {

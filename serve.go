@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"iter"
 	"net/http"
 	"strings"
 	"sync"
@@ -216,6 +217,24 @@ type routeSet struct {
 }
 
 func (rs routeSet) empty() bool { return len(rs.tiers) == 0 }
+
+// keys yields every key of the route's eligible upstreams, tier by tier.
+func (rs routeSet) keys() iter.Seq[*poolKey] {
+	return func(yield func(*poolKey) bool) {
+		for ti, t := range rs.tiers {
+			for ui, keys := range t.keys {
+				if !rs.eligible[ti][ui] {
+					continue
+				}
+				for _, k := range keys {
+					if !yield(k) {
+						return
+					}
+				}
+			}
+		}
+	}
+}
 
 func (rl *Relay) route(c *Client, model string) routeSet {
 	var rs routeSet

@@ -96,16 +96,9 @@ func (pr *proxyRequest) findPinned() *poolKey {
 	if !ok {
 		return noPin
 	}
-	for ti, t := range pr.route.tiers {
-		for ui, keys := range t.keys {
-			if !pr.route.eligible[ti][ui] {
-				continue
-			}
-			for _, k := range keys {
-				if k.poolID == poolID {
-					return k
-				}
-			}
+	for k := range pr.route.keys() {
+		if k.poolID == poolID {
+			return k
 		}
 	}
 	return noPin
