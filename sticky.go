@@ -22,6 +22,13 @@ const maxResponseOwners = 1 << 16
 // ownedPrefixes are the prefixes of the ids of objects the upstream stores.
 var ownedPrefixes = []string{"resp_", "file-", "batch_", "vs_", "ftjob-", "asst_", "thread_", "run_", "msg_", "upload_", "conv_"}
 
+// creatingEndpoints are the first path segments of the endpoints whose
+// answers are stored objects.
+var creatingEndpoints = map[string]bool{
+	"responses": true, "files": true, "batches": true, "vector_stores": true, "fine_tuning": true,
+	"assistants": true, "threads": true, "uploads": true, "conversations": true,
+}
+
 func ownedID(s string) bool {
 	for _, p := range ownedPrefixes {
 		if strings.HasPrefix(s, p) && len(s) > len(p) {
@@ -138,7 +145,10 @@ func (pr *proxyRequest) ownerOfNamedObject() (string, bool) {
 // stores: the id of a successful answer to a POST, when it is such an
 // object's (a response, a file, a batch, ...), or a Responses stream's.
 func (pr *proxyRequest) rememberResponse(key *poolKey, answer []byte, tap *streamTap) {
-	if pr.req.Method != http.MethodPost {
+	// Only these endpoints create stored objects; chat completions and
+	// embeddings, the bulk of the traffic, are not scanned again for an id.
+	first, _, _ := strings.Cut(pr.api.endpoint, "/")
+	if pr.req.Method != http.MethodPost || !creatingEndpoints[first] {
 		return
 	}
 	id := ""
