@@ -271,10 +271,8 @@ func (pr *proxyRequest) serveEntry(w http.ResponseWriter, cl *cacheLookup, e *ca
 	for k, v := range e.Header {
 		h[k] = v
 	}
-	setCacheHeaders(h, stream, cacheHit)
+	pr.setCacheHeaders(h, stream, cacheHit)
 	h.Set("Age", strconv.FormatInt(int64(age/time.Second), 10))
-	pr.repl.Set(phCache, cacheHit)
-	cacheResults.WithLabelValues(cacheHit).Inc()
 	w.WriteHeader(e.Status)
 	pr.writeStored(w, body, stream)
 	return true
@@ -330,8 +328,17 @@ func (pr *proxyRequest) countCachedRequest(w http.ResponseWriter) bool {
 	return true
 }
 
-func setCacheHeaders(h http.Header, stream bool, result string) {
+// markCache records a request's cache result: in X-Relay-Cache, the cache
+// placeholder and the cache metric.
+func (pr *proxyRequest) markCache(h http.Header, result string) {
 	h.Set("X-Relay-Cache", result)
+	pr.repl.Set(phCache, result)
+	cacheResults.WithLabelValues(result).Inc()
+}
+
+// setCacheHeaders sets the headers of an answer the cache serves.
+func (pr *proxyRequest) setCacheHeaders(h http.Header, stream bool, result string) {
+	pr.markCache(h, result)
 	h.Del("Content-Length")
 	if stream {
 		h.Set("Content-Type", "text/event-stream; charset=utf-8")
@@ -426,9 +433,7 @@ func (pr *proxyRequest) startCoalesced(w http.ResponseWriter, fl *cache.Follower
 	}
 	h := w.Header()
 	copyResponseHeader(h, fl.Header())
-	setCacheHeaders(h, stream, cacheCoalesced)
-	pr.repl.Set(phCache, cacheCoalesced)
-	cacheResults.WithLabelValues(cacheCoalesced).Inc()
+	pr.setCacheHeaders(h, stream, cacheCoalesced)
 	w.WriteHeader(fl.Status())
 	return true
 }

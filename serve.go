@@ -95,9 +95,7 @@ func (rl *Relay) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 
 	cl, result := rl.cacheFor(client, ar, r)
 	if result == cacheBypass {
-		w.Header().Set("X-Relay-Cache", cacheBypass)
-		repl.Set(phCache, cacheBypass)
-		cacheResults.WithLabelValues(cacheBypass).Inc()
+		pr.markCache(w.Header(), cacheBypass)
 	}
 	if cl != nil {
 		if pr.serveCached(w, cl) {
@@ -110,9 +108,7 @@ func (rl *Relay) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 			return nil // answered as a follower of an identical request
 		}
 		defer pr.rec.abandon()
-		w.Header().Set("X-Relay-Cache", cacheMiss)
-		repl.Set(phCache, cacheMiss)
-		cacheResults.WithLabelValues(cacheMiss).Inc()
+		pr.markCache(w.Header(), cacheMiss)
 	}
 	pr.serve(w)
 	return nil
