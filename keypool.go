@@ -43,6 +43,9 @@ type keyState struct {
 	// the relay has not learned yet.
 	answered atomic.Bool
 	learning atomic.Bool
+	// confirming is set while a probe checks whether an ambiguous 401 or
+	// 403 was about the key (see Relay.confirmKey).
+	confirming atomic.Bool
 
 	requests  atomic.Int64
 	failures  atomic.Int64

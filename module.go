@@ -1,6 +1,7 @@
 package openairelay
 
 import (
+	"context"
 	"cmp"
 	"fmt"
 	"slices"
@@ -113,6 +114,7 @@ type Relay struct {
 	retries int
 	queue   *limit.Queue
 	logger  *zap.Logger
+	ctx     context.Context // the config's: done when it is unloaded
 }
 
 // tier is the upstreams of one priority and their keys.
@@ -153,6 +155,7 @@ func (Relay) CaddyModule() caddy.ModuleInfo {
 // shared state.
 func (rl *Relay) Provision(ctx caddy.Context) error {
 	rl.logger = ctx.Logger()
+	rl.ctx = ctx
 	registerMetrics(ctx.GetMetricsRegistry())
 
 	rl.retries = defaultRetries

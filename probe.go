@@ -40,7 +40,7 @@ func (rl *Relay) probeRetired(ctx context.Context) {
 
 // probe tries a retired key and records the result.
 func (rl *Relay) probe(ctx context.Context, k *poolKey) {
-	ok := rl.probeOnce(ctx, k)
+	ok := rl.probeOnce(ctx, k) == probeAlive
 	k.state.probed(ok, time.Now())
 	if !ok {
 		rl.logger.Debug("retired key still fails its probe",
@@ -52,7 +52,48 @@ func (rl *Relay) probe(ctx context.Context, k *poolKey) {
 	rl.capacityReleased()
 }
 
-func (rl *Relay) probeOnce(ctx context.Context, k *poolKey) bool {
+// retireKey takes a key out of rotation for reason (built by deadReason).
+func (rl *Relay) retireKey(k *poolKey, reason string, now time.Time) {
+	k.state.retire(reason, now, time.Duration(rl.ProbeBackoff))
+	keyRetirements.WithLabelValues(k.upstream.Name, k.id).Inc()
+	rl.logger.Warn("upstream key retired",
+		zap.String("upstream", k.upstream.Name), zap.String("key", k.id), zap.String("reason", reason))
+}
+
+// confirmKey probes a key that got a 401 or 403 naming neither the key nor
+// the request, in the background, and retires it only if the probe fails
+// the same way: a request that needs nothing but a valid key. One
+// confirmation runs per key at a time; the key stays in rotation meanwhile.
+func (rl *Relay) confirmKey(k *poolKey, status int, body []byte) {
+	if !k.state.confirming.CompareAndSwap(false, true) {
+		return
+	}
+	reason := deadReason(status, body)
+	go func() {
+		defer k.state.confirming.Store(false)
+		if rl.probeOnce(rl.ctx, k) == probeDead {
+			rl.retireKey(k, reason, time.Now())
+		}
+	}()
+}
+
+// probeResult is what one probe says of a key.
+type probeResult uint8
+
+const (
+	probeInconclusive probeResult = iota // no answer, or a server error
+	probeAlive                           // the key authenticates and has quota
+	probeDead                            // the key itself was refused
+)
+
+// probeOnce asks GET /models with the key and reads the answer as a request
+// would be (see classify): a 429 rate limit means the key authenticates and
+// has quota, and a 401 or 403 about the request (a restricted key that may
+// not list models) means it authenticates too.
+func (rl *Relay) probeOnce(ctx context.Context, k *poolKey) probeResult {
+	if ctx == nil {
+		ctx = context.Background()
+	}
 	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
 	u := k.upstream
@@ -60,19 +101,23 @@ func (rl *Relay) probeOnce(ctx context.Context, k *poolKey) bool {
 	target.Path = u.base.Path + "/models"
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target.String(), http.NoBody)
 	if err != nil {
-		return false
+		return probeInconclusive
 	}
 	req.Host = u.base.Host
 	setKeyAuth(req.Header, k)
 	resp, err := u.transport.RoundTrip(req)
 	if err != nil {
-		return false
+		return probeInconclusive
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
-	if resp.StatusCode == http.StatusTooManyRequests {
-		// A rate limit means the key authenticates and has quota.
-		return !isQuotaError(body)
+	v := classify(resp.StatusCode, body)
+	switch {
+	case v.outcome == outcomeDeadKey || v.suspect:
+		return probeDead
+	case v.outcome == outcomeSuccess || v.outcome == outcomeRateLimited,
+		resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden:
+		return probeAlive
 	}
-	return resp.StatusCode >= 200 && resp.StatusCode < 300
+	return probeInconclusive
 }

@@ -164,24 +164,39 @@ func (pr *proxyRequest) attempt(w http.ResponseWriter, key *poolKey) (*failure, 
 	}
 	key.state.observeLatency(elapsed)
 	now := time.Now()
-	key.limiter.Learn(now, resp.Header)
+	// The upstream counted the request, and reported its limits, as it
+	// arrived: its headers describe the key as of then, not of now.
+	key.limiter.LearnAsOf(start, now, resp.Header)
 	key.state.answered.Store(true)
 
-	oc := classify(resp.StatusCode)
+	var body []byte
+	if needsBody(resp.StatusCode) {
+		// Whether a 401, 403 or 429 is about the key or the request is in
+		// its (small) error body.
+		body, _ = io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+		resp.Body.Close()
+		resp.Body = io.NopCloser(bytes.NewReader(body))
+		resp.ContentLength = int64(len(body))
+		resp.Header.Set("Content-Length", strconv.Itoa(len(body)))
+	}
+	v := classify(resp.StatusCode, body)
+	oc := v.outcome
 	switch oc {
 	case outcomeSuccess, outcomeClientError:
 		pr.count(key, oc.String())
+		if v.suspect {
+			pr.rl.confirmKey(key, resp.StatusCode, body)
+		}
 		pr.sentAt = start
 		pr.respond(w, resp, key, oc == outcomeSuccess)
 		return nil, true
 	}
 
-	// A failure: read the (small) error body to classify it further and to
-	// pass it on if no retry succeeds.
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
-	resp.Body.Close()
-	if oc == outcomeRateLimited && isQuotaError(body) {
-		oc = outcomeDeadKey
+	// A failure: read the (small) error body to pass it on if no retry
+	// succeeds.
+	if body == nil {
+		body, _ = io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+		resp.Body.Close()
 	}
 	key.state.failures.Add(1)
 	pr.count(key, oc.String())
@@ -195,16 +210,14 @@ func (pr *proxyRequest) attempt(w http.ResponseWriter, key *poolKey) (*failure, 
 		if !ok {
 			until = now.Add(time.Duration(pr.rl.Cooldown))
 		}
-		key.limiter.CoolDown(until)
+		// The upstream's bucket is empty: when the cool-down ends, one
+		// request fits, not a bucketful.
+		key.limiter.Exhausted(until, pr.cost)
 		pr.rl.logger.Info("upstream key rate limited; cooling down",
 			zap.String("upstream", u.Name), zap.String("key", key.id), zap.Time("until", until))
 	case outcomeDeadKey:
 		pr.release(key, false, 0)
-		reason := deadReason(resp.StatusCode, body)
-		key.state.retire(reason, now, time.Duration(pr.rl.ProbeBackoff))
-		keyRetirements.WithLabelValues(u.Name, key.id).Inc()
-		pr.rl.logger.Warn("upstream key retired",
-			zap.String("upstream", u.Name), zap.String("key", key.id), zap.String("reason", reason))
+		pr.rl.retireKey(key, deadReason(resp.StatusCode, body), now)
 	case outcomeServerError:
 		// The request reached the upstream and may count against the key's
 		// requests, but it produced no tokens.

@@ -65,9 +65,14 @@ func (pr *proxyRequest) respond(w http.ResponseWriter, resp *http.Response, key 
 	if cl := pr.client.limiter; cl != nil {
 		setClientRateLimitHeaders(w.Header(), cl, time.Now())
 	}
-	stream := streamed(resp)
+	// Whether an answer is a stream comes from its Content-Type alone: JSON
+	// answers arrive compressed, chunked or over HTTP/2 without a length
+	// too, and their usage must still be read. Bodies of unknown length are
+	// flushed as they arrive all the same, as reverse_proxy does.
+	stream := isEventStream(resp)
+	flush := stream || resp.ContentLength == -1
 	var tap *streamTap
-	if stream && success && isEventStream(resp) {
+	if stream && success {
 		tap = newStreamTap(pr.api.endpoint, pr.injectedUsage)
 		if tap.rewrites() {
 			w.Header().Del("Content-Length")
@@ -79,10 +84,11 @@ func (pr *proxyRequest) respond(w http.ResponseWriter, resp *http.Response, key 
 	}
 
 	rc := http.NewResponseController(w)
-	if stream {
+	if flush {
 		_ = rc.Flush()
 	}
 	var kept *bytes.Buffer // a non-stream answer, for its usage
+	tooLarge := false      // kept overflowed maxUsageBody
 	if success && !stream {
 		kept = getBuffer()
 		defer putBuffer(kept)
@@ -109,13 +115,19 @@ func (pr *proxyRequest) respond(w http.ResponseWriter, resp *http.Response, key 
 			}
 			if tap != nil {
 				chunk = tap.feed(chunk)
-			} else if kept != nil && kept.Len()+n <= maxUsageBody {
-				kept.Write(chunk)
+			} else if kept != nil && !tooLarge {
+				if kept.Len()+n > maxUsageBody {
+					// Too large to keep whole: usage read from a spliced
+					// answer would be wrong, so the estimate stands.
+					tooLarge = true
+				} else {
+					kept.Write(chunk)
+				}
 			}
 			if len(chunk) > 0 && !clientGone {
 				if _, werr := w.Write(chunk); werr != nil {
 					clientGone = true
-				} else if stream {
+				} else if flush {
 					_ = rc.Flush()
 				}
 				if firstEvent {
@@ -145,6 +157,9 @@ func (pr *proxyRequest) respond(w http.ResponseWriter, resp *http.Response, key 
 			_, _ = w.Write(rest)
 			_ = rc.Flush()
 		}
+	}
+	if tooLarge {
+		kept = nil
 	}
 	pr.settle(key, success, tap, kept)
 }
@@ -225,12 +240,6 @@ func (pr *proxyRequest) settle(key *poolKey, success bool, tap *streamTap, kept 
 	tokensTotal.WithLabelValues(key.upstream.Name, key.id, "completion").Add(float64(u.completion))
 	pr.repl.Set(phPromptTokens, strconv.FormatInt(u.prompt, 10))
 	pr.repl.Set(phCompletionTokens, strconv.FormatInt(u.completion, 10))
-}
-
-// streamed applies reverse_proxy's rule for flushing at once: server-sent
-// events, and any body of unknown length.
-func streamed(resp *http.Response) bool {
-	return resp.ContentLength == -1 || isEventStream(resp)
 }
 
 func isEventStream(resp *http.Response) bool {

@@ -393,7 +393,7 @@ type respEvent struct {
 
 var emptyArray = json.RawMessage("[]")
 
-func (c *call) responses(req *apiRequest, last string, prompt, allow, drop int) int {
+func (c *call) responses(req *apiRequest, last string, prompt, allow, drop int, prev *storedResponse) int {
 	id := newID("resp_", 48)
 	created := c.s.now().Unix()
 	tool, forced := forcedTool(req)
@@ -419,7 +419,7 @@ func (c *call) responses(req *apiRequest, last string, prompt, allow, drop int) 
 	resp := responseObj{
 		ID: id, Object: "response", CreatedAt: created, Status: status,
 		IncompleteDetails: incomplete, Instructions: req.Instructions, MaxOutputTokens: req.MaxOutputTokens,
-		Model: c.model, ParallelToolCalls: true, ServiceTier: "default", Store: true,
+		Model: c.model, ParallelToolCalls: true, ServiceTier: "default", Store: req.Store == nil || *req.Store,
 		Temperature: 1, ToolChoice: toolChoice, Tools: []any{}, TopP: 1, Truncation: "disabled",
 		Usage: usage, Metadata: map[string]any{},
 	}
@@ -436,6 +436,13 @@ func (c *call) responses(req *apiRequest, last string, prompt, allow, drop int) 
 		item = msg
 	}
 	resp.Output = []any{item}
+	if prev != nil {
+		resp.PreviousResponseID = prev.resp.ID
+	}
+	if resp.Store { // stored unless "store": false
+		in, ids := inputItems(req.Input)
+		c.storeResponse(resp, in, ids)
+	}
 	if !req.Stream {
 		c.writeJSON(http.StatusOK, resp)
 		return usage.TotalTokens
@@ -623,7 +630,7 @@ type modelObj struct {
 	OwnedBy string `json:"owned_by"`
 }
 
-func (c *call) models(ep endpoint) {
+func (c *call) models(ep endpoint, id string) {
 	if ep == epModels {
 		data := make([]modelObj, len(c.s.modelList))
 		for i, m := range c.s.modelList {
@@ -635,7 +642,6 @@ func (c *call) models(ep endpoint) {
 		}{"list", data})
 		return
 	}
-	id := strings.TrimPrefix(c.r.URL.Path, "/v1/models/")
 	if _, ok := c.s.models[id]; !ok {
 		c.fail(http.StatusNotFound, "The model `"+id+"` does not exist or you do not have access to it.", "invalid_request_error", strp("model"), strp("model_not_found"))
 		return
@@ -648,8 +654,7 @@ func (c *call) models(ep endpoint) {
 func (c *call) audio(f audioForm) {
 	text := "transcribed " + strconv.Itoa(f.size) + " bytes"
 	if f.format == "text" || f.format == "srt" || f.format == "vtt" {
-		c.writeHeader(http.StatusOK, []string{"text/plain; charset=utf-8"})
-		_, _ = c.w.Write([]byte(text + "\n"))
+		c.writeBody(http.StatusOK, []string{"text/plain; charset=utf-8"}, []byte(text+"\n"))
 		return
 	}
 	c.writeJSON(http.StatusOK, struct {

@@ -76,5 +76,67 @@ func rateLimitMessage(model string, d *rlDenial) string {
 	if d.tooLarge {
 		return fmt.Sprintf("Request too large for %s in organization org-fake on %s: Limit %d, Requested %d. The input or output tokens must be reduced in order to run successfully. Visit https://platform.openai.com/account/rate-limits to learn more.", model, unit, d.limit, d.requested)
 	}
-	return fmt.Sprintf("Rate limit reached for %s in organization org-fake on %s: Limit %d, Used %d, Requested %d. Please try again in %s. Visit https://platform.openai.com/account/rate-limits to learn more.", model, unit, d.limit, d.used, d.requested, FormatDuration(d.wait))
+	what := "Rate limit reached for " + model + " in"
+	if model == "" { // files and stored responses: no model to name
+		what = "Rate limit reached in"
+	}
+	return fmt.Sprintf("%s organization org-fake on %s: Limit %d, Used %d, Requested %d. Please try again in %s. Visit https://platform.openai.com/account/rate-limits to learn more.", what, unit, d.limit, d.used, d.requested, FormatDuration(d.wait))
+}
+
+// Errors about the key's account and permissions, and about stored objects.
+const (
+	// KeyDeactivated. Seen on api.openai.com (401, code account_deactivated),
+	// e.g. as quoted in https://www.weiyoun.com/2023/10/08/openai-shuo-wo-wei-fan-gui-ding-jin-yong-le-api/
+	msgDeactivated = "This key is associated with a deactivated account. If you feel this is an error, contact us through our help center at help.openai.com."
+
+	// Restricted keys: 401 invalid_request_error, param null, code null, as
+	// reported on community.openai.com/t/1374480 and /t/1345041 (one report,
+	// /t/1384493, shows code "missing_scope"; most show null).
+	msgMissingScopesPrefix = "You have insufficient permissions for this operation. Missing scopes: "
+	msgMissingScopesSuffix = ". Check that you have the correct role in your organization (Reader, Writer, Owner) and project (Member, Owner), and if you're using a restricted API key, that it has the necessary scopes."
+)
+
+// projectModelMessage is the 403 model_not_found of a project whose model
+// permissions exclude the model, e.g.
+// {"message":"Project `proj_QRf115YMnQwMUdTI9cu2sWQ8` does not have access to model `gpt-4o-mini`","type":"invalid_request_error","param":null,"code":"model_not_found"}
+// (github.com/cursor/cursor issue 2953, Aider-AI/aider issue 1903).
+func projectModelMessage(project, model string) string {
+	return "Project `" + project + "` does not have access to model `" + model + "`"
+}
+
+// verifyOrgMessage is the 403 of a model that needs a verified organisation
+// (invalid_request_error, code null), as quoted in
+// https://help.apiyi.com/en/gpt-image-2-organization-verification-stuck-fix-en.html
+// and community.openai.com/t/1361163; OpenAI's help article 10910291
+// ("API Organization Verification") lists the gated models.
+func verifyOrgMessage(model string) string {
+	return "Your organization must be verified to use the model `" + model + "`. Please go to: https://platform.openai.com/settings/organization/general and click on Verify Organization. If you just verified, it can take up to 15 minutes for access to propagate."
+}
+
+// fileNotFoundMessage: 404 invalid_request_error, param "id", code null
+// ("HTTP 404 (invalid_request_error: )\r\nParameter: id\r\n\r\nNo such File
+// object: file-abc123" in openai-dotnet's API-reference docs test RetrieveFile).
+func fileNotFoundMessage(id string) string { return "No such File object: " + id }
+
+// responseNotFoundMessage: GET/DELETE /v1/responses/{id} of an unknown id,
+// 404 invalid_request_error (the wording vLLM's OpenAI-compatible server
+// copies: "Response with id '…' not found.").
+func responseNotFoundMessage(id string) string { return "Response with id '" + id + "' not found." }
+
+// previousResponseMessage: 400 invalid_request_error, param
+// previous_response_id, code previous_response_not_found (OpenAI's websocket
+// mode guide; pydantic-ai's and others' recorded bodies).
+func previousResponseMessage(id string) string {
+	return "Previous response with id '" + id + "' not found."
+}
+
+// filePurposes are the purposes POST /v1/files accepts, in the order
+// api.openai.com lists them in its 400: "'vector_store' is not one of
+// ['fine-tune', 'assistants', 'batch', 'user_data', 'responses', 'vision',
+// 'evals'] - 'purpose'" (param purpose, code null). openai-python's
+// FilePurpose has the same set but "responses".
+var filePurposes = []string{"fine-tune", "assistants", "batch", "user_data", "responses", "vision", "evals"}
+
+func badPurposeMessage(p string) string {
+	return "'" + p + "' is not one of ['fine-tune', 'assistants', 'batch', 'user_data', 'responses', 'vision', 'evals'] - 'purpose'"
 }

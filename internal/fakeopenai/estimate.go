@@ -22,6 +22,8 @@ type apiRequest struct {
 	ToolChoice          json.RawMessage `json:"tool_choice"`
 	EncodingFormat      string          `json:"encoding_format"`
 	Dimensions          int             `json:"dimensions"`
+	Store               *bool           `json:"store"`
+	PreviousResponseID  *string         `json:"previous_response_id"`
 }
 
 type streamOptions struct {

@@ -27,12 +27,17 @@
 // (array of integers) counts one token per integer instead. Nothing else in
 // the body (roles, names, tools, tool call arguments, JSON syntax) counts.
 // Consequently ceil(len(body in bytes)/4) is never below it for text inputs.
+// A response continuing a stored one (previous_response_id) adds the
+// previous response's usage.input_tokens + usage.output_tokens, as the API
+// bills the whole conversation again (so body-based estimates fall short
+// there).
 //
 // The completion allowance is the largest of max_tokens,
 // max_completion_tokens and max_output_tokens present in the request (0 when
 // none is present; n is ignored). The TPM admission cost of a request is
-// prompt + allowance. Audio (multipart) requests cost 0 tokens. GET /models
-// and GET /models/{id} are authenticated but never rate limited nor charged.
+// prompt + allowance. Audio (multipart) requests, files and stored-response
+// requests cost 0 tokens. GET /models and GET /models/{id} are authenticated
+// but never rate limited nor charged.
 //
 // completion_tokens (output_tokens) is the number of whitespace-separated
 // words of the reply (1 for a tool call), never above the allowance when one
@@ -42,20 +47,65 @@
 //
 // Each key with RPM (TPM) > 0 has a token bucket refilling continuously at
 // limit/60 per second that holds Burst's worth, i.e. capacity =
-// limit × Burst / 1m (Burst defaults to 1s); the RPM bucket holds at least 1.
+// limit × Burst / 1m (Burst defaults to 1s); each bucket holds at least 1.
 // Buckets start full. A request is admitted when the RPM bucket holds ≥ 1 and
 // the TPM bucket holds ≥ min(cost, capacity); both are then debited (1 and
 // cost), so a request larger than the burst is admitted only on a full bucket
 // and leaves it in debt. A rejected request debits nothing. A request whose
 // cost exceeds the whole minute TPM limit is rejected with OpenAI's "Request
-// too large" 429 (no retry-after). By default nothing is refunded after the
-// answer (Options.RefundUnusedTokens changes that). Limits are per key, shared
-// by all models of the key.
+// too large" 429 (type tokens, no retry-after). By default nothing is
+// refunded after the answer (Options.RefundUnusedTokens changes that). Limits
+// are per key, shared by all models of the key. Every request but GET
+// /models[/{id}] is charged (files and stored-response requests cost 1
+// request and 0 tokens).
 //
-// x-ratelimit-remaining-* is the bucket's level after this request (floored,
-// ≥ 0), x-ratelimit-reset-* the time until the bucket is full again in
-// OpenAI's duration format (1s, 6m0s, 20ms, 1m30.5s), x-ratelimit-limit-* the
-// per-minute limit.
+// The headers report the minute, as OpenAI documents them ("Rate limits in
+// headers", platform.openai.com/docs/guides/rate-limits: limit 60, remaining
+// 59, reset 1s). With deficit = capacity − level of a bucket (debt included):
+//
+//	x-ratelimit-limit-*     = the per-minute limit
+//	x-ratelimit-remaining-* = floor(limit − deficit), ≥ 0
+//	x-ratelimit-reset-*     = deficit / rate, in OpenAI's duration format (1s, 6m0s, 20ms, 1m30.5s)
+//
+// so limit 60 reads remaining 59, reset 1s after one request, and limit 300
+// remaining 295, reset 1s after five quick ones (Options.BucketRemaining
+// reports the bucket's level instead). A 429 carries the same headers, plus
+// retry-after / retry-after-ms saying when one request (or the request's
+// tokens) fits, no later than the reset; its message's "Used" is
+// limit − remaining.
+//
+// # Wire
+//
+// JSON (and text) answers, successes and errors alike, are gzip-compressed
+// when the request's Accept-Encoding accepts gzip (q-values and "*" honoured),
+// with Content-Encoding: gzip and Vary: Accept-Encoding, and every answer is
+// sent chunked, without Content-Length. Event streams are never compressed.
+// Options.NoCompression and Options.ContentLength turn these off. Go's
+// http.Transport asks for gzip and decompresses by itself; a test that wants
+// the raw bytes sets DisableCompression or its own Accept-Encoding.
+//
+// # Keys, projects and permissions
+//
+// A key belongs to a project (KeyConfig.Project; by default one of its own,
+// with a stable fake id proj_…, sent as openai-project). After the account
+// errors (401 invalid_api_key / account_deactivated, 429 insufficient_quota,
+// 403 unsupported_country_region_territory) come the errors about a good
+// key's request: a restricted key lacking a scope (401 "Missing scopes: …",
+// see the Scope* constants), a model the project may not use (403
+// model_not_found), a model that needs a verified organisation
+// (Options.VerifiedOrgModels, 403).
+//
+// # Stored objects
+//
+// Files (POST/GET /v1/files, GET/DELETE /v1/files/{id}, GET
+// /v1/files/{id}/content) and responses (every POST /v1/responses unless
+// "store": false; GET/DELETE /v1/responses/{id}, GET
+// /v1/responses/{id}/input_items) are owned by the creating key's project; a
+// key of another project gets the API's 404 (Options.SharedObjects lifts
+// that). previous_response_id continues a stored response of the project:
+// the prompt estimate (usage and TPM cost) then adds the previous response's
+// input_tokens + output_tokens, as the API bills the whole conversation; an
+// unknown id is a 400 previous_response_not_found.
 package fakeopenai
 
 import (
@@ -79,10 +129,11 @@ type KeyLimits struct {
 type KeyState int
 
 const (
-	KeyOK        KeyState = iota
-	KeyInvalid            // 401 invalid_api_key
-	KeyNoQuota            // 429 insufficient_quota
-	KeyForbidden          // 403 unsupported_country_region_territory
+	KeyOK          KeyState = iota
+	KeyInvalid              // 401 invalid_api_key
+	KeyNoQuota              // 429 insufficient_quota
+	KeyForbidden            // 403 unsupported_country_region_territory
+	KeyDeactivated          // 401 account_deactivated
 )
 
 // Fault is an injected failure. Faults are tried in the order they were
@@ -111,6 +162,16 @@ type Options struct {
 	RefundUnusedTokens  bool          // after a 2xx answer, give back to the TPM bucket the admitted cost minus the usage total
 	EmbeddingDims       int           // embedding dimension when the request has no `dimensions`; default 64
 	Now                 func() time.Time
+
+	// Strict by default; each of these turns one behaviour off.
+	NoCompression   bool // never gzip answers (default: gzip JSON/text answers when Accept-Encoding accepts it)
+	ContentLength   bool // send Content-Length and no chunking (default: chunked, no Content-Length)
+	BucketRemaining bool // x-ratelimit-remaining-* is the bucket's level (default: what remains of the minute's allowance)
+	SharedObjects   bool // stored files/responses are visible to every key (default: only to keys of the creating project)
+
+	// VerifiedOrgModels are models that need a verified organisation: keys
+	// without KeyConfig.Verified get a 403 for them. Default none.
+	VerifiedOrgModels []string
 }
 
 // Record is one request as the fake saw it.
@@ -134,6 +195,7 @@ type Server struct {
 	opts      Options
 	models    map[string]struct{}
 	modelList []string
+	verifyOrg map[string]struct{}
 	now       func() time.Time
 	rlHeaders bool
 	ts        *httptest.Server
@@ -150,6 +212,11 @@ type Server struct {
 	recording atomic.Bool
 
 	rateLimited atomic.Int64
+
+	objMu     sync.Mutex
+	objSeq    int64
+	files     map[string]*storedFile
+	responses map[string]*storedResponse
 }
 
 type keyEntry struct {
@@ -157,6 +224,7 @@ type keyEntry struct {
 	state  atomic.Int32
 	count  atomic.Int64
 	served atomic.Int64
+	access atomic.Pointer[keyAccess]
 
 	mu       sync.Mutex
 	limits   KeyLimits
@@ -188,6 +256,12 @@ func NewHandler(opts Options) *Server {
 		now:       opts.Now,
 		rlHeaders: opts.RateLimitHeaders == nil || *opts.RateLimitHeaders,
 		keys:      map[string]*keyEntry{},
+		verifyOrg: map[string]struct{}{},
+		files:     map[string]*storedFile{},
+		responses: map[string]*storedResponse{},
+	}
+	for _, m := range opts.VerifiedOrgModels {
+		s.verifyOrg[m] = struct{}{}
 	}
 	if s.now == nil {
 		s.now = time.Now
@@ -217,27 +291,49 @@ func (s *Server) Close() {
 
 // AddKey adds (or replaces the limits of) a key; its buckets start full.
 func (s *Server) AddKey(secret string, lim KeyLimits) {
-	s.keysMu.Lock()
-	k := s.keys[secret]
-	if k == nil {
-		k = &keyEntry{secret: secret}
-		s.keys[secret] = k
-	}
-	s.keysMu.Unlock()
-	k.setLimits(lim, s.now())
+	s.ensureKey(secret).setLimits(lim, s.now())
+}
+
+// ConfigureKey adds a key or replaces its whole configuration (limits, with
+// full buckets, state, project, model access, scopes, verification).
+func (s *Server) ConfigureKey(secret string, cfg KeyConfig) {
+	k := s.ensureKey(secret)
+	k.setLimits(cfg.Limits, s.now())
+	k.state.Store(int32(cfg.State))
+	k.access.Store(newAccess(secret, cfg))
 }
 
 // SetKeyState sets the account state of a key (adding it without limits if
 // it is unknown).
 func (s *Server) SetKeyState(secret string, st KeyState) {
+	s.ensureKey(secret).state.Store(int32(st))
+}
+
+// Project is the project id (proj_…) of a known key, "" for an unknown one.
+func (s *Server) Project(key string) string {
+	if k := s.lookup(key); k != nil {
+		return k.access.Load().project
+	}
+	return ""
+}
+
+func newKeyEntry(secret string) *keyEntry {
+	k := &keyEntry{secret: secret}
+	k.access.Store(newAccess(secret, KeyConfig{}))
+	return k
+}
+
+// ensureKey returns the entry of secret, creating it (unlimited, KeyOK, own
+// project) if needed.
+func (s *Server) ensureKey(secret string) *keyEntry {
 	s.keysMu.Lock()
+	defer s.keysMu.Unlock()
 	k := s.keys[secret]
 	if k == nil {
-		k = &keyEntry{secret: secret}
+		k = newKeyEntry(secret)
 		s.keys[secret] = k
 	}
-	s.keysMu.Unlock()
-	k.state.Store(int32(st))
+	return k
 }
 
 // AddFault appends a fault.
@@ -318,14 +414,7 @@ func (s *Server) key(secret string) *keyEntry {
 	if k != nil || !s.opts.AllowAnyKey {
 		return k
 	}
-	s.keysMu.Lock()
-	k = s.keys[secret]
-	if k == nil {
-		k = &keyEntry{secret: secret}
-		s.keys[secret] = k
-	}
-	s.keysMu.Unlock()
-	return k
+	return s.ensureKey(secret)
 }
 
 // takeFault returns the first fault matching the request, consuming one use.

@@ -292,11 +292,11 @@ func TestChatCompletion(t *testing.T) {
 	if got := resp.Header.Get("x-ratelimit-limit-requests"); got != "600" {
 		t.Errorf("limit-requests %q", got)
 	}
-	// cap 10 requests, 1000 tokens; this request cost 7 tokens.
-	if got := resp.Header.Get("x-ratelimit-remaining-requests"); got != "9" {
+	// The minute's allowance: 600 - 1 requests, 60000 - 7 tokens.
+	if got := resp.Header.Get("x-ratelimit-remaining-requests"); got != "599" {
 		t.Errorf("remaining-requests %q", got)
 	}
-	if got := resp.Header.Get("x-ratelimit-remaining-tokens"); got != "993" {
+	if got := resp.Header.Get("x-ratelimit-remaining-tokens"); got != "59993" {
 		t.Errorf("remaining-tokens %q", got)
 	}
 	// Same request again: same answer, new id.
@@ -838,7 +838,7 @@ func TestRateLimitRPM(t *testing.T) {
 		if resp.StatusCode != 200 {
 			t.Fatalf("request %d: %d %s", i, resp.StatusCode, b)
 		}
-		if got, want := resp.Header.Get("x-ratelimit-remaining-requests"), strconv.Itoa(9-i); got != want {
+		if got, want := resp.Header.Get("x-ratelimit-remaining-requests"), strconv.Itoa(599-i); got != want {
 			t.Errorf("remaining %s, want %s", got, want)
 		}
 		if got, want := resp.Header.Get("x-ratelimit-reset-requests"), FormatDuration(time.Duration(i+1)*100*time.Millisecond); got != want {
@@ -850,13 +850,13 @@ func TestRateLimitRPM(t *testing.T) {
 		t.Fatalf("11th request: %d", resp.StatusCode)
 	}
 	e := decode[oaError](t, b)
-	wantMsg := "Rate limit reached for gpt-4o-mini in organization org-fake on requests per min (RPM): Limit 600, Used 600, Requested 1. Please try again in 100ms. Visit https://platform.openai.com/account/rate-limits to learn more."
+	wantMsg := "Rate limit reached for gpt-4o-mini in organization org-fake on requests per min (RPM): Limit 600, Used 10, Requested 1. Please try again in 100ms. Visit https://platform.openai.com/account/rate-limits to learn more."
 	if e.Error.Message != wantMsg || e.Error.Type != "requests" || *e.Error.Code != "rate_limit_exceeded" || e.Error.Param != nil {
 		t.Errorf("429 body %s", b)
 	}
 	for h, want := range map[string]string{
 		"retry-after": "1", "retry-after-ms": "100",
-		"x-ratelimit-limit-requests": "600", "x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "1s",
+		"x-ratelimit-limit-requests": "600", "x-ratelimit-remaining-requests": "590", "x-ratelimit-reset-requests": "1s",
 	} {
 		if got := resp.Header.Get(h); got != want {
 			t.Errorf("%s = %q, want %q", h, got, want)
@@ -874,7 +874,7 @@ func TestRateLimitRPM(t *testing.T) {
 		t.Errorf("second after 100ms: %d", resp.StatusCode)
 	}
 	// GET /models is not rate limited.
-	if resp, _ := request(t, s, "GET", "/models", key, ""); resp.StatusCode != 200 || resp.Header.Get("x-ratelimit-remaining-requests") != "0" {
+	if resp, _ := request(t, s, "GET", "/models", key, ""); resp.StatusCode != 200 || resp.Header.Get("x-ratelimit-remaining-requests") != "590" {
 		t.Errorf("models while limited: %d", resp.StatusCode)
 	}
 	// A full second refills the bucket, not more.
@@ -904,10 +904,10 @@ func TestRateLimitTPM(t *testing.T) {
 		}
 		if want == 429 {
 			e := decode[oaError](t, b)
-			if e.Error.Type != "tokens" || !strings.Contains(e.Error.Message, "on tokens per min (TPM): Limit 6000, Used 5980, Requested 40. Please try again in 200ms.") {
+			if e.Error.Type != "tokens" || !strings.Contains(e.Error.Message, "on tokens per min (TPM): Limit 6000, Used 80, Requested 40. Please try again in 200ms.") {
 				t.Errorf("TPM 429: %s", b)
 			}
-			if resp.Header.Get("retry-after-ms") != "200" || resp.Header.Get("x-ratelimit-remaining-tokens") != "20" || resp.Header.Get("x-ratelimit-reset-tokens") != "800ms" {
+			if resp.Header.Get("retry-after-ms") != "200" || resp.Header.Get("x-ratelimit-remaining-tokens") != "5920" || resp.Header.Get("x-ratelimit-reset-tokens") != "800ms" {
 				t.Errorf("TPM 429 headers %v", resp.Header)
 			}
 			if resp.Header.Get("x-ratelimit-limit-requests") != "" {
@@ -919,7 +919,8 @@ func TestRateLimitTPM(t *testing.T) {
 	clk.Add(time.Second)
 	big := `{"model":"gpt-4o","max_tokens":300,"messages":[{"role":"user","content":"hi"}]}`
 	resp, b := request(t, s, "POST", "/chat/completions", key, big)
-	if resp.StatusCode != 200 || resp.Header.Get("x-ratelimit-remaining-tokens") != "0" || resp.Header.Get("x-ratelimit-reset-tokens") != "3.01s" {
+	// cost 301 on a full bucket of 100: deficit 301.
+	if resp.StatusCode != 200 || resp.Header.Get("x-ratelimit-remaining-tokens") != "5699" || resp.Header.Get("x-ratelimit-reset-tokens") != "3.01s" {
 		t.Errorf("big request: %d %v %s", resp.StatusCode, resp.Header, b)
 	}
 	clk.Add(time.Second)
@@ -966,11 +967,11 @@ func TestRefundUnusedTokens(t *testing.T) {
 	s.AddKey(key, KeyLimits{TPM: 6000})
 	// cost 1 + 50, used 1 + 2: 48 back.
 	resp, _ := request(t, s, "POST", "/chat/completions", key, `{"model":"gpt-4o","max_tokens":50,"messages":[{"role":"user","content":"hi"}]}`)
-	if resp.Header.Get("x-ratelimit-remaining-tokens") != "49" {
+	if resp.Header.Get("x-ratelimit-remaining-tokens") != "5949" {
 		t.Errorf("remaining at answer %q", resp.Header.Get("x-ratelimit-remaining-tokens"))
 	}
 	resp, _ = request(t, s, "GET", "/models", key, "")
-	if resp.Header.Get("x-ratelimit-remaining-tokens") != "97" {
+	if resp.Header.Get("x-ratelimit-remaining-tokens") != "5997" {
 		t.Errorf("remaining after refund %q", resp.Header.Get("x-ratelimit-remaining-tokens"))
 	}
 }

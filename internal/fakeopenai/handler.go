@@ -28,49 +28,112 @@ const (
 	epAudio
 	epModels
 	epModel
+	epFileCreate
+	epFileList
+	epFileGet
+	epFileDelete
+	epFileContent
+	epResponseGet
+	epResponseDelete
+	epResponseInputItems
 )
 
-func route(path string) (endpoint, string) {
+// isModelEP: the endpoint runs a model (has a model parameter, is charged
+// tokens).
+func isModelEP(ep endpoint) bool { return ep >= epChat && ep <= epAudio }
+
+// route maps a request to its endpoint and the object id in its path. known
+// reports whether the path exists for some method (405 rather than 404).
+func route(method, path string) (ep endpoint, id string, known bool) {
 	p, ok := strings.CutPrefix(path, "/v1")
 	if !ok {
-		return epNone, ""
+		return epNone, "", false
+	}
+	one := func(m string, e endpoint) (endpoint, string, bool) {
+		if method == m {
+			return e, id, true
+		}
+		return epNone, "", true
 	}
 	switch p {
 	case "/chat/completions":
-		return epChat, http.MethodPost
+		return one(http.MethodPost, epChat)
 	case "/completions":
-		return epCompletions, http.MethodPost
+		return one(http.MethodPost, epCompletions)
 	case "/responses":
-		return epResponses, http.MethodPost
+		return one(http.MethodPost, epResponses)
 	case "/embeddings":
-		return epEmbeddings, http.MethodPost
+		return one(http.MethodPost, epEmbeddings)
 	case "/moderations":
-		return epModerations, http.MethodPost
+		return one(http.MethodPost, epModerations)
 	case "/audio/transcriptions", "/audio/translations":
-		return epAudio, http.MethodPost
+		return one(http.MethodPost, epAudio)
 	case "/models":
-		return epModels, http.MethodGet
+		return one(http.MethodGet, epModels)
+	case "/files":
+		switch method {
+		case http.MethodGet:
+			return epFileList, "", true
+		case http.MethodPost:
+			return epFileCreate, "", true
+		}
+		return epNone, "", true
 	}
-	if id, ok := strings.CutPrefix(p, "/models/"); ok && id != "" {
-		return epModel, http.MethodGet
+	if rest, ok := strings.CutPrefix(p, "/models/"); ok && rest != "" {
+		id = rest
+		return one(http.MethodGet, epModel)
 	}
-	return epNone, ""
+	if rest, ok := strings.CutPrefix(p, "/files/"); ok && rest != "" {
+		if fid, ok := strings.CutSuffix(rest, "/content"); ok && fid != "" && !strings.Contains(fid, "/") {
+			id = fid
+			return one(http.MethodGet, epFileContent)
+		}
+		if !strings.Contains(rest, "/") {
+			id = rest
+			switch method {
+			case http.MethodGet:
+				return epFileGet, id, true
+			case http.MethodDelete:
+				return epFileDelete, id, true
+			}
+			return epNone, "", true
+		}
+	}
+	if rest, ok := strings.CutPrefix(p, "/responses/"); ok && rest != "" {
+		if rid, ok := strings.CutSuffix(rest, "/input_items"); ok && rid != "" && !strings.Contains(rid, "/") {
+			id = rid
+			return one(http.MethodGet, epResponseInputItems)
+		}
+		if !strings.Contains(rest, "/") {
+			id = rest
+			switch method {
+			case http.MethodGet:
+				return epResponseGet, id, true
+			case http.MethodDelete:
+				return epResponseDelete, id, true
+			}
+			return epNone, "", true
+		}
+	}
+	return epNone, "", false
 }
 
 // call is the state of one request.
 type call struct {
-	s      *Server
-	w      http.ResponseWriter
-	r      *http.Request
-	start  time.Time
-	reqID  string
-	secret string
-	key    *keyEntry
-	status int
-	rl     *rlSnapshot
-	model  string
-	stream bool
-	body   []byte
+	s       *Server
+	w       http.ResponseWriter
+	r       *http.Request
+	start   time.Time
+	reqID   string
+	secret  string
+	key     *keyEntry
+	access  *keyAccess
+	project string // sent as openai-project once the key is authenticated
+	status  int
+	rl      *rlSnapshot
+	model   string
+	stream  bool
+	body    []byte
 }
 
 // ServeHTTP implements http.Handler.
@@ -78,17 +141,21 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c := &call{s: s, w: w, r: r, start: s.now(), reqID: newID("req_", 32)}
 	defer s.finish(c)
 
+	if r.Body == nil { // a client-side *http.Request passed to the handler
+		r.Body = http.NoBody
+	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
 	c.body = body
-	ep, method := route(r.URL.Path)
+	ep, objID, known := route(r.Method, r.URL.Path)
 
 	// Parse what the fault matching and the records need.
 	var req apiRequest
 	var parseErr error
 	var audio audioForm
+	var upload uploadForm
 	if err != nil {
 		parseErr = err
-	} else if r.Method == http.MethodPost {
+	} else {
 		switch ep {
 		case epChat, epCompletions, epResponses, epEmbeddings, epModerations:
 			parseErr = json.Unmarshal(body, &req)
@@ -99,6 +166,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		case epAudio:
 			audio, parseErr = parseAudio(r.Header.Get("Content-Type"), body)
 			c.model = audio.model
+		case epFileCreate:
+			upload, parseErr = parseUpload(r.Header.Get("Content-Type"), body)
 		}
 	}
 
@@ -124,7 +193,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		dropAfter = f.DropAfter
 	}
 
-	// Authentication.
+	// Authentication and the key's account.
 	if c.secret == "" {
 		c.fail(http.StatusUnauthorized, msgNoKey, "invalid_request_error", nil, nil)
 		return
@@ -137,6 +206,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case KeyInvalid:
 		c.fail(http.StatusUnauthorized, invalidKeyMessage(c.secret), "invalid_request_error", nil, strp("invalid_api_key"))
 		return
+	case KeyDeactivated:
+		c.fail(http.StatusUnauthorized, msgDeactivated, "invalid_request_error", nil, strp("account_deactivated"))
+		return
 	case KeyNoQuota:
 		c.fail(http.StatusTooManyRequests, msgNoQuota, "insufficient_quota", nil, strp("insufficient_quota"))
 		return
@@ -144,41 +216,77 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		c.fail(http.StatusForbidden, msgForbidden, "request_forbidden", nil, strp("unsupported_country_region_territory"))
 		return
 	}
+	c.access = c.key.access.Load()
+	c.project = c.access.project
 
 	// Routing.
 	if ep == epNone {
-		c.fail(http.StatusNotFound, "Invalid URL ("+r.Method+" "+r.URL.Path+")", "invalid_request_error", nil, nil)
+		if known {
+			c.fail(http.StatusMethodNotAllowed, "Invalid method for URL ("+r.Method+" "+r.URL.Path+")", "invalid_request_error", nil, nil)
+		} else {
+			c.fail(http.StatusNotFound, "Invalid URL ("+r.Method+" "+r.URL.Path+")", "invalid_request_error", nil, nil)
+		}
 		return
 	}
-	if r.Method != method {
-		c.fail(http.StatusMethodNotAllowed, "Invalid method for URL ("+r.Method+" "+r.URL.Path+")", "invalid_request_error", nil, nil)
+
+	// Restricted keys.
+	if missing := c.access.missing(requiredScopes(ep)); len(missing) > 0 {
+		c.fail(http.StatusUnauthorized, msgMissingScopesPrefix+strings.Join(missing, ", ")+msgMissingScopesSuffix, "invalid_request_error", nil, nil)
 		return
 	}
+
 	if ep == epModels || ep == epModel {
 		if s.rlHeaders {
 			snap := c.key.snapshot(s.now())
 			c.rl = &snap
 		}
-		c.models(ep)
+		c.models(ep, objID)
+		return
+	}
+
+	if !isModelEP(ep) {
+		if ep == epFileCreate && !c.validateUpload(upload, parseErr) {
+			return
+		}
+		var lp listParams
+		ok := true
+		switch ep {
+		case epFileList:
+			if lp, ok = c.parseList(10000, 10000); !ok {
+				return
+			}
+		case epResponseInputItems:
+			if lp, ok = c.parseList(100, 20); !ok {
+				return
+			}
+		}
+		if !c.admit(0) {
+			return
+		}
+		switch ep {
+		case epFileCreate:
+			c.fileCreate(upload)
+		case epFileList:
+			c.fileList(lp)
+		case epFileGet:
+			c.fileGet(objID)
+		case epFileDelete:
+			c.fileDelete(objID)
+		case epFileContent:
+			c.fileContent(objID)
+		case epResponseGet:
+			c.responseGet(objID)
+		case epResponseDelete:
+			c.responseDelete(objID)
+		case epResponseInputItems:
+			c.responseInputItems(objID, lp)
+		}
 		return
 	}
 
 	// Validation.
 	if parseErr != nil {
-		var mbe *http.MaxBytesError
-		switch {
-		case errors.As(parseErr, &mbe):
-			c.fail(http.StatusRequestEntityTooLarge, msgTooBig, "invalid_request_error", nil, nil)
-		case ep == epAudio:
-			c.fail(http.StatusBadRequest, parseErr.Error(), "invalid_request_error", nil, nil)
-		default:
-			var te *json.UnmarshalTypeError
-			if errors.As(parseErr, &te) && te.Field != "" {
-				c.fail(http.StatusBadRequest, "Invalid type for '"+te.Field+"': expected "+te.Type.String()+", but got "+te.Value+" instead.", "invalid_request_error", strp(te.Field), strp("invalid_type"))
-			} else {
-				c.fail(http.StatusBadRequest, msgBadJSON, "invalid_request_error", nil, nil)
-			}
-		}
+		c.failParse(parseErr, ep == epAudio)
 		return
 	}
 	if ep == epAudio && !audio.hasFile {
@@ -196,11 +304,20 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		c.fail(http.StatusNotFound, "The model `"+c.model+"` does not exist or you do not have access to it.", "invalid_request_error", nil, strp("model_not_found"))
 		return
 	}
+	if !c.access.allowsModel(c.model) {
+		c.fail(http.StatusForbidden, projectModelMessage(c.project, c.model), "invalid_request_error", nil, strp("model_not_found"))
+		return
+	}
+	if _, gated := s.verifyOrg[c.model]; gated && !c.access.verified {
+		c.fail(http.StatusForbidden, verifyOrgMessage(c.model), "invalid_request_error", nil, nil)
+		return
+	}
 
 	// Content and cost.
 	var tc textCounter
 	var last string
 	var prompts []string
+	var prev *storedResponse
 	switch ep {
 	case epChat:
 		if req.Messages == nil {
@@ -218,6 +335,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			last = prompts[0]
 		}
 	case epResponses:
+		if req.PreviousResponseID != nil && *req.PreviousResponseID != "" {
+			if prev = s.lookupResponse(*req.PreviousResponseID, c.project); prev == nil {
+				c.fail(http.StatusBadRequest, previousResponseMessage(*req.PreviousResponseID), "invalid_request_error", strp("previous_response_id"), strp("previous_response_not_found"))
+				return
+			}
+		}
 		last = responsesText(&req, &tc)
 	case epEmbeddings, epModerations:
 		if len(req.Input) == 0 || string(req.Input) == "null" {
@@ -227,24 +350,17 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		prompts = promptList(req.Input, &tc)
 	}
 	prompt := tc.promptTokens()
+	if prev != nil {
+		// The API bills a continued response for the whole conversation:
+		// the previous response's input and output come in again as input.
+		prompt += prev.resp.Usage.InputTokens + prev.resp.Usage.OutputTokens
+	}
 	allow := req.allowance()
 	cost := prompt + allow
 	if ep == epAudio {
 		cost = 0
 	}
-
-	snap, denial := c.key.admit(s.now(), cost)
-	if s.rlHeaders {
-		c.rl = &snap
-	}
-	if denial != nil {
-		s.rateLimited.Add(1)
-		if !denial.tooLarge {
-			h := w.Header()
-			h[hRetry] = []string{strconv.FormatInt(ceilSeconds(denial.wait), 10)}
-			h[hRetryMs] = []string{strconv.FormatInt(ceilMillis(denial.wait), 10)}
-		}
-		c.fail(http.StatusTooManyRequests, rateLimitMessage(c.model, denial), denial.kind, nil, strp("rate_limit_exceeded"))
+	if !c.admit(cost) {
 		return
 	}
 
@@ -255,7 +371,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case epCompletions:
 		used = c.completions(&req, last, prompt, allow, dropAfter)
 	case epResponses:
-		used = c.responses(&req, last, prompt, allow, dropAfter)
+		used = c.responses(&req, last, prompt, allow, dropAfter, prev)
 	case epEmbeddings:
 		used = c.embeddings(&req, prompts, prompt)
 	case epModerations:
@@ -265,6 +381,44 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if s.opts.RefundUnusedTokens && used >= 0 && c.status/100 == 2 {
 		c.key.refund(s.now(), cost-used)
+	}
+}
+
+// admit charges the key one request and cost tokens, answering the 429
+// itself when refused.
+func (c *call) admit(cost int) bool {
+	snap, denial := c.key.admit(c.s.now(), cost)
+	if c.s.rlHeaders {
+		c.rl = &snap
+	}
+	if denial == nil {
+		return true
+	}
+	c.s.rateLimited.Add(1)
+	if !denial.tooLarge {
+		h := c.w.Header()
+		h[hRetry] = []string{strconv.FormatInt(ceilSeconds(denial.wait), 10)}
+		h[hRetryMs] = []string{strconv.FormatInt(ceilMillis(denial.wait), 10)}
+	}
+	c.fail(http.StatusTooManyRequests, rateLimitMessage(c.model, denial), denial.kind, nil, strp("rate_limit_exceeded"))
+	return false
+}
+
+// failParse answers a body that could not be read or parsed.
+func (c *call) failParse(parseErr error, multipartBody bool) {
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(parseErr, &mbe):
+		c.fail(http.StatusRequestEntityTooLarge, msgTooBig, "invalid_request_error", nil, nil)
+	case multipartBody:
+		c.fail(http.StatusBadRequest, parseErr.Error(), "invalid_request_error", nil, nil)
+	default:
+		var te *json.UnmarshalTypeError
+		if errors.As(parseErr, &te) && te.Field != "" {
+			c.fail(http.StatusBadRequest, "Invalid type for '"+te.Field+"': expected "+te.Type.String()+", but got "+te.Value+" instead.", "invalid_request_error", strp(te.Field), strp("invalid_type"))
+		} else {
+			c.fail(http.StatusBadRequest, msgBadJSON, "invalid_request_error", nil, nil)
+		}
 	}
 }
 
@@ -314,8 +468,11 @@ func (c *call) writeHeader(status int, ct []string) {
 	h[hOrg] = orgFake
 	h[hVersion] = version
 	h[hProcMs] = []string{strconv.FormatInt(c.s.now().Sub(c.start).Milliseconds(), 10)}
+	if c.project != "" {
+		h[hProject] = []string{c.project}
+	}
 	if c.rl != nil {
-		setRateHeaders(h, *c.rl)
+		setRateHeaders(h, *c.rl, c.s.opts.BucketRemaining)
 	}
 	c.status = status
 	c.w.WriteHeader(status)
@@ -327,13 +484,11 @@ func (c *call) writeJSON(status int, v any) {
 		c.fail(http.StatusInternalServerError, err.Error(), "server_error", nil, nil)
 		return
 	}
-	c.writeHeader(status, ctJSON)
-	_, _ = c.w.Write(b)
+	c.writeBody(status, ctJSON, b)
 }
 
 func (c *call) fail(status int, msg, typ string, param, code *string) {
-	c.writeHeader(status, ctJSON)
-	_, _ = c.w.Write(errorJSON(msg, typ, param, code))
+	c.writeBody(status, ctJSON, errorJSON(msg, typ, param, code))
 }
 
 func (c *call) fault(f *Fault) {
@@ -341,8 +496,7 @@ func (c *call) fault(f *Fault) {
 		c.w.Header()[http.CanonicalHeaderKey(k)] = v
 	}
 	if f.Body != "" {
-		c.writeHeader(f.Status, ctJSON)
-		_, _ = io.WriteString(c.w, f.Body)
+		c.writeBody(f.Status, ctJSON, []byte(f.Body))
 		return
 	}
 	msg, typ := serverErrorMessage(f.Status)

@@ -43,18 +43,36 @@ func (b *bucket) wait(need float64) time.Duration {
 	return time.Duration((need - b.level) / b.rate * float64(time.Second))
 }
 
-func (b *bucket) remaining() int {
-	if b.level <= 0 {
-		return 0
-	}
-	return int(math.Floor(b.level + 1e-9))
-}
-
-func (b *bucket) resetIn() time.Duration {
+// deficit is what the bucket lacks to be full (debt included).
+func (b *bucket) deficit() float64 {
 	if b.limit <= 0 || b.level >= b.capacity {
 		return 0
 	}
-	return time.Duration((b.capacity - b.level) / b.rate * float64(time.Second))
+	return b.capacity - b.level
+}
+
+// remaining is what remains of the minute's allowance: floor(limit −
+// deficit), ≥ 0 (what x-ratelimit-remaining-* reports).
+func (b *bucket) remaining() int {
+	return floorPos(float64(b.limit) - b.deficit())
+}
+
+// level is the bucket's own level, floored, ≥ 0 (Options.BucketRemaining).
+func (b *bucket) levelInt() int { return floorPos(b.level) }
+
+func floorPos(x float64) int {
+	if x <= 0 {
+		return 0
+	}
+	return int(math.Floor(x + 1e-9))
+}
+
+// resetIn is the time until the bucket is full again: deficit / rate.
+func (b *bucket) resetIn() time.Duration {
+	if d := b.deficit(); d > 0 {
+		return time.Duration(d / b.rate * float64(time.Second))
+	}
+	return 0
 }
 
 func (k *keyEntry) setLimits(lim KeyLimits, now time.Time) {
@@ -71,7 +89,8 @@ func (k *keyEntry) setLimits(lim KeyLimits, now time.Time) {
 // rlSnapshot is what the x-ratelimit-* headers report.
 type rlSnapshot struct {
 	rpmLimit, tpmLimit         int
-	rpmRemaining, tpmRemaining int
+	rpmRemaining, tpmRemaining int // of the minute's allowance
+	rpmLevel, tpmLevel         int // of the bucket
 	rpmReset, tpmReset         time.Duration
 }
 
@@ -140,6 +159,7 @@ func (k *keyEntry) snapshotLocked() rlSnapshot {
 	return rlSnapshot{
 		rpmLimit: k.rpm.limit, tpmLimit: k.tpm.limit,
 		rpmRemaining: k.rpm.remaining(), tpmRemaining: k.tpm.remaining(),
+		rpmLevel: k.rpm.levelInt(), tpmLevel: k.tpm.levelInt(),
 		rpmReset: k.rpm.resetIn(), tpmReset: k.tpm.resetIn(),
 	}
 }
@@ -179,6 +199,12 @@ var (
 	hOrg       = "Openai-Organization"
 	hVersion   = "Openai-Version"
 	hCT        = "Content-Type"
+	hCE        = "Content-Encoding"
+	hCL        = "Content-Length"
+	hVary      = "Vary"
+	hProject   = "Openai-Project"
+	gzipEnc    = []string{"gzip"}
+	varyAE     = []string{"Accept-Encoding"}
 	ctJSON     = []string{"application/json"}
 	ctSSE      = []string{"text/event-stream; charset=utf-8"}
 	orgFake    = []string{"org-fake"}
@@ -187,15 +213,27 @@ var (
 	hCacheCtrl = "Cache-Control"
 )
 
-func setRateHeaders(h map[string][]string, s rlSnapshot) {
+// setRateHeaders writes the x-ratelimit-* headers, named and formatted as
+// OpenAI documents them (platform.openai.com/docs/guides/rate-limits, "Rate
+// limits in headers": x-ratelimit-limit-requests 60, -remaining-requests 59,
+// -reset-requests 1s; -reset-tokens 6m0s).
+func setRateHeaders(h map[string][]string, s rlSnapshot, bucketLevel bool) {
 	if s.rpmLimit > 0 {
+		rem := s.rpmRemaining
+		if bucketLevel {
+			rem = s.rpmLevel
+		}
 		h[hLimitReq] = []string{strconv.Itoa(s.rpmLimit)}
-		h[hRemReq] = []string{strconv.Itoa(s.rpmRemaining)}
+		h[hRemReq] = []string{strconv.Itoa(rem)}
 		h[hResetReq] = []string{FormatDuration(s.rpmReset)}
 	}
 	if s.tpmLimit > 0 {
+		rem := s.tpmRemaining
+		if bucketLevel {
+			rem = s.tpmLevel
+		}
 		h[hLimitTok] = []string{strconv.Itoa(s.tpmLimit)}
-		h[hRemTok] = []string{strconv.Itoa(s.tpmRemaining)}
+		h[hRemTok] = []string{strconv.Itoa(rem)}
 		h[hResetTok] = []string{FormatDuration(s.tpmReset)}
 	}
 }

@@ -186,13 +186,18 @@ func readDimension(h http.Header, limitKey, remainingKey, resetKey string) learn
 }
 
 // Learn feeds the upstream's x-ratelimit-* response headers into the
-// limiter. x-ratelimit-limit-requests and -tokens become the learned RPM and
-// TPM, in force where none is configured. x-ratelimit-remaining-* pulls the
-// matching bucket down (never up) when the upstream says fewer remain than the
-// bucket holds, and x-ratelimit-reset-* slows the bucket's recovery to the
-// upstream's when that is slower than the local rate (see the package doc).
-// A dimension with neither a configured nor a learned limit is not modelled.
-func (l *Limiter) Learn(now time.Time, h http.Header) {
+// limiter, as of now (see LearnAsOf).
+func (l *Limiter) Learn(now time.Time, h http.Header) { l.LearnAsOf(now, now, h) }
+
+// LearnAsOf feeds the upstream's x-ratelimit-* response headers, which
+// describe the key as of asOf (when the request they answer reached the
+// upstream), into the limiter at now. x-ratelimit-limit-requests and -tokens
+// become the learned RPM and TPM, in force where none is configured.
+// x-ratelimit-remaining-* and -reset-* are the minute's allowance: what it
+// lacks (limit - remaining) pulls the matching bucket down, never up, to be
+// full no earlier than asOf plus its refill (see the package doc). A
+// dimension with neither a configured nor a learned limit is not modelled.
+func (l *Limiter) LearnAsOf(asOf, now time.Time, h http.Header) {
 	if len(h) == 0 {
 		return
 	}
@@ -202,6 +207,7 @@ func (l *Limiter) Learn(now time.Time, h http.Header) {
 		return
 	}
 	t := now.UnixNano()
+	at := min(asOf.UnixNano(), t)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.seen(t)
@@ -216,9 +222,9 @@ func (l *Limiter) Learn(now time.Time, h http.Header) {
 		l.refresh(t)
 	}
 	if rq.hasRemaining {
-		l.req.pull(t, rq.remaining, rq.limit, rq.reset, rq.hasReset)
+		l.req.pull(at, rq.remaining, rq.limit, rq.reset, rq.hasReset)
 	}
 	if tk.hasRemaining {
-		l.tok.pull(t, tk.remaining, tk.limit, tk.reset, tk.hasReset)
+		l.tok.pull(at, tk.remaining, tk.limit, tk.reset, tk.hasReset)
 	}
 }

@@ -22,6 +22,15 @@ const (
 // Limits.Burst is zero.
 const DefaultBurst = time.Second
 
+// UpstreamWindow is the window over which OpenAI enforces its per-minute
+// limits: a bucket upstream holds one second's worth (at least one unit). A
+// local Burst shorter than that leaves the difference as a margin for the
+// jitter between a request's departure and its arrival: a bucket keeps it as
+// capacity unused while its burst holds more than one unit, and as extra
+// spacing between units that cost more than the burst (60 RPM or fewer at a
+// 900ms burst: one request every 1.1s instead of every 1s at 60 RPM).
+const UpstreamWindow = time.Second
+
 // Limits are the limits of one key, limit group or client. Zero means unlimited.
 type Limits struct {
 	// RPM and TPM are requests and tokens a minute, enforced by token buckets.
@@ -63,6 +72,10 @@ type bucket struct {
 	tau   int64 // refill time, in ns, that a full bucket holds
 	tat   int64 // Unix ns at which the bucket is full again
 
+	// burst is the configured window, and margin what it falls short of
+	// UpstreamWindow: the arrival jitter the bucket absorbs.
+	burst, margin int64
+
 	// sent models the upstream's own bucket, charged when a request leaves
 	// (markSent) rather than when it is reserved, and pending is the cost
 	// reserved and not sent yet. The upstream counts requests as they arrive:
@@ -96,6 +109,18 @@ func (b *bucket) release(c int64, wasSent bool) {
 	}
 }
 
+// price is what a reservation of n units takes from the bucket: their refill
+// time, and for a cost beyond the bucket's burst the part of the jitter
+// margin that the burst cannot keep (see UpstreamWindow). The upstream
+// admits a request that costs more than its window holds only on a full
+// bucket: a request that left the relay later than the one before it, and
+// arrived no later, would find it short by the difference, so such costs
+// are spaced that much further apart.
+func (b *bucket) price(n int64) int64 {
+	c := b.cost(n)
+	return c + min(max(c-b.burst, 0), b.margin)
+}
+
 // cost is the refill time of n units in ns, rounded up so that rounding never
 // admits more than the limit.
 func (b *bucket) cost(n int64) int64 {
@@ -112,6 +137,18 @@ func (b *bucket) cost(n int64) int64 {
 		c++
 	}
 	return min(c, maxCost)
+}
+
+// capped is the part of n units that a reservation takes from the bucket:
+// never more than a whole minute's allowance. The upstream refuses a larger
+// request outright ("Request too large"), so no more can be owed for one
+// request, and a client-chosen max_tokens of 10^12 cannot block a key for
+// years.
+func (b *bucket) capped(n int64) int64 {
+	if b.limit > 0 {
+		return min(n, b.limit)
+	}
+	return n
 }
 
 // backlog is how long the bucket needs at t to be full again.
@@ -163,40 +200,35 @@ func (b *bucket) configure(t, limit int64, burst time.Duration) {
 		b.sent, b.pending = 0, 0
 	}
 	b.limit = limit
-	b.tau = max(int64(burst), b.cost(1))
+	b.burst = int64(burst)
+	b.margin = max(int64(UpstreamWindow)-b.burst, 0)
+	b.tau = max(b.burst, b.price(1))
 }
 
-// pull lowers the bucket at t to at most rem units, and further when the
-// upstream says it recovers more slowly than the local rate: the upstream
-// holding rem of upLimit now and being full after reset is read as a linear
-// refill, and the local bucket is made full no earlier than the upstream holds
-// a full local bucket's worth. It never raises the level.
-func (b *bucket) pull(t, rem, upLimit int64, reset time.Duration, haveReset bool) {
+// pull lowers the bucket to the upstream's state as of asOf. OpenAI reports
+// its limits by the minute: rem is what remains of the minute's allowance of
+// upLimit, and reset the time until it is whole again (limit 60, remaining
+// 59, reset 1s after one request), while it enforces over about a second.
+// What it misses, upLimit - rem units, is a backlog that takes reset to
+// refill: the local bucket is made full no earlier than asOf plus that (at
+// the local rate, if slower). It never raises the level.
+func (b *bucket) pull(asOf, rem, upLimit int64, reset time.Duration, haveReset bool) {
 	if b.limit == 0 || rem < 0 {
 		return
 	}
-	rc := b.cost(rem)
-	if rc >= b.tau {
-		// The upstream holds at least what a full local bucket does.
+	if upLimit <= 0 {
+		upLimit = b.limit
+	}
+	missing := upLimit - rem
+	if missing <= 0 {
 		return
 	}
-	target := float64(b.tau - rc) // the backlog that leaves rem units
-	if haveReset && reset > 0 {
-		if upLimit <= 0 {
-			upLimit = b.limit
-		}
-		if upLimit > rem {
-			// How long the local rate takes to refill what the upstream misses.
-			local := float64(upLimit-rem) * float64(minute) / float64(b.limit)
-			if r := float64(reset); r > local {
-				target *= r / local
-			}
-		}
+	target := b.cost(missing)
+	if haveReset {
+		target = max(target, int64(min(reset, time.Duration(maxCost))))
 	}
-	target = min(target, float64(maxCost))
-	if int64(target) > b.backlog(t) {
-		b.tat = t + int64(target)
-	}
+	asOf = min(max(asOf, 0), math.MaxInt64-maxCost)
+	b.tat = max(b.tat, asOf+min(target, maxCost))
 }
 
 // dayOf is the UTC day number (days since the Unix epoch) of Unix ns t.
@@ -302,11 +334,11 @@ func (l *Limiter) check(t, n int64) (cr, ct, at int64, ok bool) {
 	if l.cool > t {
 		at, ok = l.cool, false
 	}
-	cr = l.req.cost(1)
+	cr = l.req.price(1)
 	if a, fit := l.req.fits(t, cr); !fit {
 		at, ok = max(at, a), false
 	}
-	ct = l.tok.cost(n)
+	ct = l.tok.price(l.tok.capped(n))
 	if a, fit := l.tok.fits(t, ct); !fit {
 		at, ok = max(at, a), false
 	}
@@ -365,7 +397,7 @@ func (l *Limiter) Reserve(now time.Time, tokens int64) (r Reservation, retryAt t
 		took |= tookTok
 	}
 	l.inFlight++
-	r = Reservation{l: l, tokens: tokens, cr: cr, ct: ct, day: int32(l.day), took: took}
+	r = Reservation{l: l, tokens: tokens, bucketTokens: l.tok.capped(tokens), cr: cr, ct: ct, day: int32(l.day), took: took}
 	l.mu.Unlock()
 	return r, time.Time{}, true
 }
@@ -384,12 +416,13 @@ func (l *Limiter) Check(now time.Time, tokens int64) (retryAt time.Time, ok bool
 // variable (a copy settled as well would give back twice). The zero
 // Reservation is valid, and settling or cancelling it does nothing.
 type Reservation struct {
-	l      *Limiter
-	tokens int64
-	cr, ct int64 // the refill time taken from the request and token buckets
-	day    int32
-	took   uint8
-	sent   bool
+	l            *Limiter
+	tokens       int64
+	bucketTokens int64 // the part of tokens the token bucket took (see bucket.capped)
+	cr, ct       int64 // the refill time taken from the request and token buckets
+	day          int32
+	took         uint8
+	sent         bool
 }
 
 // Tokens returns the tokens reserved.
@@ -422,7 +455,7 @@ func (r *Reservation) Settle(now time.Time, actual int64) {
 		}
 	}
 	if r.took&tookTok != 0 && l.tok.limit > 0 {
-		switch d := actual - r.tokens; {
+		switch d := l.tok.capped(actual) - r.bucketTokens; {
 		case d > 0:
 			c := l.tok.cost(d)
 			l.tok.take(t, c)
@@ -606,6 +639,24 @@ func (l *Limiter) InFlight() int64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.inFlight
+}
+
+// Exhausted records a 429 rate limit: the limiter cools down until until,
+// and its buckets are left so that at until they hold one request of tokens
+// and no more. The upstream's reset says when one request fits, not when its
+// bucket is full again: a cool-down that ended on a full local bucket would
+// let a burst through into the upstream's empty one.
+func (l *Limiter) Exhausted(until time.Time, tokens int64) {
+	u := min(max(until.UnixNano(), 0), math.MaxInt64-2*maxCost)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.cool = max(l.cool, u)
+	if l.req.limit > 0 {
+		l.req.tat = max(l.req.tat, u+max(l.req.tau-l.req.price(1), 0))
+	}
+	if l.tok.limit > 0 {
+		l.tok.tat = max(l.tok.tat, u+max(l.tok.tau-l.tok.price(max(tokens, 0)), 0))
+	}
 }
 
 // CoolDown blocks the limiter until the given time, as after a 429: Reserve

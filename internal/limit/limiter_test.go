@@ -24,6 +24,8 @@ const (
 	learn                   // Learn(hdr)
 	cool                    // CoolDown(t0 + retry), or of the zero Time for never
 	setLimits               // SetLimits(lim)
+	learnAsOf               // LearnAsOf(t0+asOf, hdr)
+	exhausted               // Exhausted(t0+retry, tokens)
 )
 
 // op is one step of a limiter scenario at time t0+at. Successful reservations
@@ -35,6 +37,7 @@ type op struct {
 	n      int // repeat count for reserve; 0 means 1
 	idx    int
 	hdr    map[string]string
+	asOf   time.Duration
 	lim    Limits
 	ok     bool
 	retry  time.Duration // expected retryAt - t0 when !ok; never for the zero Time
@@ -83,6 +86,10 @@ func runOps(t *testing.T, l *Limiter, ops []op) []Reservation {
 			rs[o.idx].Cancel(now)
 		case learn:
 			l.Learn(now, headers(o.hdr))
+		case learnAsOf:
+			l.LearnAsOf(t0.Add(o.asOf), now, headers(o.hdr))
+		case exhausted:
+			l.Exhausted(t0.Add(o.retry), o.tokens)
 		case cool:
 			if o.retry == never {
 				l.CoolDown(time.Time{})
@@ -245,13 +252,16 @@ func TestLimiterScenarios(t *testing.T) {
 			{kind: cool, retry: never},
 			{kind: reserve, ok: true},
 		}},
+		// OpenAI reports the minute's allowance: after one request at 600
+		// RPM, 599 remain and the reset is 100ms, while it enforces over a
+		// second (10 requests). What the minute lacks is the backlog.
 		{"learns limits when none configured", Limits{}, []op{
 			{kind: learn, hdr: map[string]string{
 				"x-ratelimit-limit-requests": "600", "x-ratelimit-limit-tokens": "60000",
 				"x-ratelimit-remaining-requests": "599", "x-ratelimit-remaining-tokens": "59990",
 				"x-ratelimit-reset-requests": "100ms", "x-ratelimit-reset-tokens": "10ms",
 			}},
-			{kind: reserve, n: 10, ok: true},
+			{kind: reserve, n: 9, ok: true},
 			{kind: reserve, retry: 100 * ms},
 		}},
 		{"configured limit wins over learned", Limits{RPM: 60}, []op{
@@ -261,38 +271,84 @@ func TestLimiterScenarios(t *testing.T) {
 		}},
 		{"remaining pulls the bucket down", Limits{TPM: 60000}, []op{
 			{kind: learn, hdr: map[string]string{
-				"x-ratelimit-limit-tokens": "60000", "x-ratelimit-remaining-tokens": "200", "x-ratelimit-reset-tokens": "59.8s",
+				"x-ratelimit-limit-tokens": "60000", "x-ratelimit-remaining-tokens": "59200", "x-ratelimit-reset-tokens": "800ms",
 			}},
 			{kind: reserve, tokens: 201, retry: ms},
 			{kind: reserve, tokens: 200, ok: true},
 		}},
 		{"remaining never pulls up", Limits{TPM: 60000}, []op{
 			{kind: reserve, tokens: 900, ok: true},
-			{kind: learn, hdr: map[string]string{"x-ratelimit-remaining-tokens": "500", "x-ratelimit-reset-tokens": "1s"}},
+			{kind: learn, hdr: map[string]string{"x-ratelimit-remaining-tokens": "59500", "x-ratelimit-reset-tokens": "500ms"}},
 			{kind: reserve, tokens: 101, retry: ms},
 			{kind: reserve, tokens: 100, ok: true},
 		}},
-		{"remaining above a full bucket changes nothing", Limits{RPM: 600}, []op{
-			{kind: learn, hdr: map[string]string{"x-ratelimit-remaining-requests": "50", "x-ratelimit-reset-requests": "59s"}},
+		{"a whole minute's allowance changes nothing", Limits{RPM: 600}, []op{
+			{kind: learn, hdr: map[string]string{"x-ratelimit-limit-requests": "600", "x-ratelimit-remaining-requests": "600", "x-ratelimit-reset-requests": "0s"}},
 			{kind: reserve, n: 10, ok: true},
 		}},
-		{"remaining requests", Limits{RPM: 600}, []op{
-			{kind: learn, hdr: map[string]string{"x-ratelimit-remaining-requests": "3"}},
-			{kind: reserve, n: 3, ok: true},
+		{"remaining requests without a limit header", Limits{RPM: 600}, []op{
+			{kind: learn, hdr: map[string]string{"x-ratelimit-remaining-requests": "597"}},
+			{kind: reserve, n: 7, ok: true},
 			{kind: reserve, retry: 100 * ms},
 		}},
-		{"a slower upstream slows recovery", Limits{TPM: 60000}, []op{
+		{"a later reset slows recovery", Limits{TPM: 60000}, []op{
 			{kind: learn, hdr: map[string]string{
-				"x-ratelimit-limit-tokens": "60000", "x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "2m0s",
+				"x-ratelimit-limit-tokens": "60000", "x-ratelimit-remaining-tokens": "59000", "x-ratelimit-reset-tokens": "2s",
 			}},
 			{kind: reserve, tokens: 1, retry: 1001 * ms},
 			{kind: reserve, at: 2 * time.Second, tokens: 1000, ok: true},
 		}},
 		{"a faster upstream does not raise the level", Limits{TPM: 60000}, []op{
 			{kind: learn, hdr: map[string]string{
-				"x-ratelimit-limit-tokens": "60000", "x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "30s",
+				"x-ratelimit-limit-tokens": "120000", "x-ratelimit-remaining-tokens": "119000", "x-ratelimit-reset-tokens": "500ms",
 			}},
 			{kind: reserve, tokens: 1, retry: ms},
+		}},
+		// The headers describe the key when the request arrived: the
+		// upstream has refilled since.
+		{"headers count from the request's arrival", Limits{RPM: 600}, []op{
+			{kind: learnAsOf, at: 500 * ms, asOf: 0, hdr: map[string]string{
+				"x-ratelimit-limit-requests": "600", "x-ratelimit-remaining-requests": "590", "x-ratelimit-reset-requests": "1s",
+			}},
+			{kind: reserve, at: 500 * ms, n: 5, ok: true},
+			{kind: reserve, at: 500 * ms, retry: 600 * ms},
+		}},
+		// After a 429 the upstream's bucket is empty: when the cool-down
+		// ends, one request fits, and the next a refill later.
+		{"a cool-down after a 429 ends on one request", Limits{RPM: 600}, []op{
+			{kind: exhausted, retry: 2 * time.Second},
+			{kind: reserve, at: time.Second, retry: 2 * time.Second},
+			{kind: reserve, at: 2 * time.Second, ok: true},
+			{kind: reserve, at: 2 * time.Second, retry: 2100 * ms},
+		}},
+		{"a cool-down after a 429 leaves the request's tokens", Limits{TPM: 60000}, []op{
+			{kind: exhausted, retry: time.Second, tokens: 300},
+			{kind: reserve, at: time.Second, tokens: 301, retry: 1001 * ms},
+			{kind: reserve, at: time.Second, tokens: 300, ok: true},
+		}},
+		// A burst short of UpstreamWindow keeps the difference as margin
+		// for arrival jitter: as unused capacity while the burst holds
+		// several requests, as spacing when a request costs more.
+		{"a short burst keeps its margin as capacity", Limits{RPM: 600, Burst: 900 * ms}, []op{
+			{kind: reserve, n: 9, ok: true},
+			{kind: reserve, retry: 100 * ms},
+		}},
+		{"a short burst spaces slow requests", Limits{RPM: 60, Burst: 900 * ms}, []op{
+			{kind: reserve, ok: true},
+			{kind: reserve, at: time.Second, retry: 1100 * ms},
+			{kind: reserve, at: 1100 * ms, ok: true},
+			{kind: reserve, at: 2100 * ms, retry: 2200 * ms},
+		}},
+		{"a short burst spaces large requests", Limits{TPM: 60000, Burst: 900 * ms}, []op{
+			{kind: reserve, tokens: 2000, ok: true},
+			{kind: reserve, at: 2 * time.Second, tokens: 2000, retry: 2100 * ms},
+			{kind: reserve, at: 2100 * ms, tokens: 2000, ok: true},
+		}},
+		{"a reservation takes at most the minute's allowance", Limits{TPM: 60000}, []op{
+			{kind: reserve, tokens: 1 << 50, ok: true},
+			{kind: reserve, tokens: 1, retry: 59*time.Second + ms},
+			{kind: settle, idx: 0, tokens: 500},
+			{kind: reserve, tokens: 500, ok: true},
 		}},
 		{"remaining without any limit is ignored", Limits{}, []op{
 			{kind: learn, hdr: map[string]string{"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "1m"}},

@@ -35,6 +35,8 @@ func main() {
 	chunkDelay := flag.Duration("chunk-delay", 0, "delay before every content chunk of a stream")
 	apiKeyHeader := flag.Bool("api-key-header", false, "Azure style: only the api-key header authenticates")
 	record := flag.Bool("record", false, "keep per-request records (memory grows with every request)")
+	noGzip := flag.Bool("no-compression", false, "never gzip answers (default: gzip when Accept-Encoding allows, as api.openai.com)")
+	contentLength := flag.Bool("content-length", false, "send Content-Length instead of chunked answers")
 	flag.Parse()
 
 	s := fakeopenai.NewHandler(fakeopenai.Options{
@@ -42,6 +44,8 @@ func main() {
 		ChunkDelay:          *chunkDelay,
 		AllowAnyKey:         *anyKey,
 		RequireAPIKeyHeader: *apiKeyHeader,
+		NoCompression:       *noGzip,
+		ContentLength:       *contentLength,
 	})
 	s.SetRecording(*record && !*anyKey)
 	for _, k := range strings.Split(*keys, ",") {
