@@ -47,6 +47,31 @@ func (pr *proxyRequest) acquire() (*poolKey, *apiError) {
 	}
 }
 
+// tooLarge refuses, as the upstream would, a request whose estimate exceeds
+// the whole minute allowance (TPM) of every key that could serve it: it
+// would be refused wherever it went, and sending it would only cost a
+// request. The upstream counts the prompt and the request's own max tokens
+// (not the relay's default allowance). It stops at the first key that could
+// take it, so a request that fits costs one look.
+func (pr *proxyRequest) tooLarge() *apiError {
+	requested := pr.promptEst + pr.api.maxOut
+	largest := int64(0)
+	for k := range pr.route.keys() {
+		if k.state.retired() {
+			continue
+		}
+		tpm := k.limiter.Limits().TPM
+		if tpm == 0 || requested <= tpm {
+			return nil
+		}
+		largest = max(largest, tpm)
+	}
+	if largest == 0 {
+		return nil
+	}
+	return errRequestTooLarge(pr.api.model, largest, requested)
+}
+
 // capacityReason says what the request waited for, for the 429 message.
 func (pr *proxyRequest) capacityReason() string {
 	if pr.clientLimited {

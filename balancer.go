@@ -37,7 +37,7 @@ type keyPicker interface {
 func newKeyPicker(policy string, keys []*poolKey) (keyPicker, error) {
 	switch policy {
 	case "", balanceLeastLoaded:
-		return &leastLoaded{weighted: newWeighted(keys)}, nil
+		return newLeastLoaded(keys), nil
 	case balanceRandom:
 		return &weightedRandom{weighted: newWeighted(keys)}, nil
 	case balanceWeightedRR:
@@ -97,11 +97,21 @@ func (p *weightedRandom) pick(_ time.Time, try func(*poolKey) bool) *poolKey {
 
 // leastLoaded spreads requests by weight × remaining headroom: a key with
 // twice the weight, or twice the room left, gets twice the share. Small
-// pools draw from that distribution exactly; large ones draw two keys by
-// weight and offer first the one with more headroom (the "power of two
-// choices", which evens the load as well as a full comparison at constant
-// cost).
-type leastLoaded struct{ weighted }
+// pools give each key exactly that share, interleaved, by smooth weighted
+// round robin over the scores (keys of equal headroom get their weights'
+// shares to within a request, where a random draw would be off by several
+// points over a thousand requests); large ones draw two keys by weight and
+// offer first the one with more headroom (the "power of two choices", which
+// evens the load as well as a full comparison at constant cost).
+type leastLoaded struct {
+	weighted
+	mu      sync.Mutex
+	current []float64 // smooth round robin credit of each key, for small pools
+}
+
+func newLeastLoaded(keys []*poolKey) *leastLoaded {
+	return &leastLoaded{weighted: newWeighted(keys), current: make([]float64, len(keys))}
+}
 
 // exactBelow is the pool size under which least_loaded weighs every key.
 const exactBelow = 8
@@ -125,33 +135,43 @@ func (p *leastLoaded) pick(now time.Time, try func(*poolKey) bool) *poolKey {
 	return p.scan(try)
 }
 
-// pickExact draws keys with probability weight × headroom, without
-// replacement, until one has room.
+// pickExact is smooth weighted round robin over weight × headroom: every
+// key's credit grows by its score, keys are offered by credit, highest
+// first, and the one that takes the request pays the total back.
 func (p *leastLoaded) pickExact(now time.Time, try func(*poolKey) bool) *poolKey {
-	var keysBuf [exactBelow]*poolKey
 	var scoresBuf [exactBelow]float64
-	keys, scores := keysBuf[:0], scoresBuf[:0]
+	scores := scoresBuf[:len(p.keys)]
 	total := 0.0
-	for _, k := range p.keys {
+	for i, k := range p.keys {
 		s := float64(k.weight) * k.limiter.Headroom(now)
 		if s <= 0 {
 			s = 1e-9 // no headroom by the buckets' reckoning; try it last
 		}
-		keys, scores = append(keys, k), append(scores, s)
+		scores[i] = s
 		total += s
 	}
-	for len(keys) > 0 {
-		r := rand.Float64() * total
-		i := 0
-		for ; i < len(keys)-1 && r >= scores[i]; i++ {
-			r -= scores[i]
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i, s := range scores {
+		p.current[i] += s
+	}
+	var offered [exactBelow]bool
+	for range p.keys {
+		best := -1
+		for i := range p.keys {
+			if !offered[i] && (best < 0 || p.current[i] > p.current[best]) {
+				best = i
+			}
 		}
-		if try(keys[i]) {
-			return keys[i]
+		offered[best] = true
+		if try(p.keys[best]) {
+			p.current[best] -= total
+			return p.keys[best]
 		}
-		total -= scores[i]
-		keys = append(keys[:i], keys[i+1:]...)
-		scores = append(scores[:i], scores[i+1:]...)
+	}
+	// No key had room: the round did not happen.
+	for i, s := range scores {
+		p.current[i] -= s
 	}
 	return nil
 }

@@ -186,3 +186,33 @@ func BenchmarkSelection(b *testing.B) {
 		}
 	}
 }
+
+// TestLeastLoadedSharesFollowWeightsExactly checks that keys of equal
+// headroom get their weights' shares to within a request or two over 1,000
+// picks, where a random draw by weight is off by several points.
+func TestLeastLoadedSharesFollowWeightsExactly(t *testing.T) {
+	keys := testKeys(7, 2, 1)
+	p, err := newKeyPicker(balanceLeastLoaded, keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	counts := map[*poolKey]int{}
+	now := time.Now()
+	for range 1000 {
+		counts[p.pick(now, func(*poolKey) bool { return true })]++
+	}
+	for i, want := range []int{700, 200, 100} {
+		if got := counts[keys[i]]; got < want-2 || got > want+2 {
+			t.Errorf("key %d (weight %d): %d picks of 1000; want %d", i, keys[i].weight, got, want)
+		}
+	}
+	// A key without room is passed over and keeps its credit.
+	counts = map[*poolKey]int{}
+	for n := range 100 {
+		k := p.pick(now, func(k *poolKey) bool { return k != keys[0] || n%2 == 0 })
+		counts[k]++
+	}
+	if counts[keys[0]] == 0 || counts[keys[1]] == 0 {
+		t.Errorf("picks with key 0 full half the time: %v", counts)
+	}
+}

@@ -70,7 +70,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		max_body_size <size>           # default 32MiB
 //		token_estimate chars|tokenizer # default chars
 //		default_max_tokens <n>         # completion allowance without max tokens; default 0
-//		price <model-pattern> <usd per 1M input> <usd per 1M output>   # repeatable
+//		price <model-pattern> <usd per 1M input> <usd per 1M output> [<usd per 1M cached input>]   # repeatable
 //
 //		cache [memory] {
 //			ttl           <duration>       # default 1h
@@ -196,15 +196,22 @@ func (rl *Relay) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 
 		case "price":
 			args := d.RemainingArgs()
-			if len(args) != 3 {
-				return d.Err("price takes a model pattern and the USD prices of a million input and output tokens: price gpt-4o* 2.50 10.00")
+			if len(args) != 3 && len(args) != 4 {
+				return d.Err("price takes a model pattern and the USD prices of a million input and output tokens, and optionally of cached input tokens: price gpt-4o* 2.50 10.00 1.25")
 			}
-			in, err1 := strconv.ParseFloat(strings.TrimPrefix(args[1], "$"), 64)
-			out, err2 := strconv.ParseFloat(strings.TrimPrefix(args[2], "$"), 64)
-			if err1 != nil || err2 != nil || in < 0 || out < 0 {
-				return d.Errf("price %s: %q and %q must be non-negative amounts of USD", args[0], args[1], args[2])
+			amounts := make([]float64, len(args)-1)
+			for i, a := range args[1:] {
+				v, err := strconv.ParseFloat(strings.TrimPrefix(a, "$"), 64)
+				if err != nil || v < 0 {
+					return d.Errf("price %s: %q must be a non-negative amount of USD", args[0], a)
+				}
+				amounts[i] = v
 			}
-			rl.Prices = append(rl.Prices, Price{Model: args[0], Input: in, Output: out})
+			p := Price{Model: args[0], Input: amounts[0], Output: amounts[1]}
+			if len(amounts) == 3 {
+				p.CachedInput = &amounts[2]
+			}
+			rl.Prices = append(rl.Prices, p)
 
 		case "cache":
 			if rl.Cache != nil {

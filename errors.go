@@ -101,6 +101,14 @@ func errNoCapacity(retryAfter time.Duration, reason string) *apiError {
 		Message: "Rate limit reached on the relay: " + reason + " Please try again later."}
 }
 
+// errRequestTooLarge is OpenAI's own answer to a request larger than a key's
+// whole minute allowance (a 429 without Retry-After: waiting will not help).
+func errRequestTooLarge(model string, limit, requested int64) *apiError {
+	return &apiError{Status: http.StatusTooManyRequests, Type: "tokens", Code: "rate_limit_exceeded",
+		Message: fmt.Sprintf("Request too large for %s on tokens per min (TPM): Limit %d, Requested %d. The input or output tokens must be reduced in order to run successfully. Visit https://platform.openai.com/account/rate-limits to learn more.",
+			truncateForMessage(model), limit, requested)}
+}
+
 func errNoKeys() *apiError {
 	return &apiError{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "no_upstream_key",
 		Message: "No upstream key is able to serve this request right now (all are retired or cooling down)."}

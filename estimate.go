@@ -55,6 +55,10 @@ func (rl *Relay) estimatePrompt(ar *apiRequest) int64 {
 
 // completionAllowance is what a request may produce: its own max tokens,
 // else the configured default.
+// maxTokenCount bounds a client-chosen max_tokens (no model writes 2^40
+// tokens), so that sums of estimates cannot overflow.
+const maxTokenCount = 1 << 40
+
 func (rl *Relay) completionAllowance(ar *apiRequest) int64 {
 	if ar.maxOut > 0 {
 		return ar.maxOut

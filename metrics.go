@@ -49,7 +49,7 @@ var (
 		Namespace: "caddy",
 		Subsystem: "openai_relay",
 		Name:      "tokens_total",
-		Help:      "Tokens the upstreams reported using, by upstream, key id and kind (prompt, completion).",
+		Help:      "Tokens the upstreams reported using, by upstream, key id and kind (prompt, completion, and cached: the part of prompt served from the upstream's prompt cache).",
 	}, []string{"upstream", "key", "kind"})
 
 	keyRetirements = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -164,23 +164,30 @@ func (keyCollector) Collect(ch chan<- prometheus.Metric) {
 // queueSet is the queues of every provisioned relay handler, for the queue
 // length metric and so that capacity released anywhere wakes them all (a
 // handler of the previous config shares keys with the new one during a
-// reload).
+// reload). A queue of an unloaded config stays in the set until its last
+// waiter has left: requests queued under the old config still wait for
+// capacity that the new one releases.
 type queueSet struct {
 	mu sync.Mutex
-	qs map[*limit.Queue]struct{}
+	qs map[*limit.Queue]bool // true once the queue's config is unloaded
 }
 
-var queues = &queueSet{qs: make(map[*limit.Queue]struct{})}
+var queues = &queueSet{qs: make(map[*limit.Queue]bool)}
 
 func (s *queueSet) add(q *limit.Queue) {
 	s.mu.Lock()
-	s.qs[q] = struct{}{}
+	s.qs[q] = false
 	s.mu.Unlock()
 }
 
+// remove marks the queue of an unloaded config; it leaves the set once empty.
 func (s *queueSet) remove(q *limit.Queue) {
 	s.mu.Lock()
-	delete(s.qs, q)
+	if q.Len() == 0 {
+		delete(s.qs, q)
+	} else {
+		s.qs[q] = true
+	}
 	s.mu.Unlock()
 }
 
@@ -198,9 +205,12 @@ func (s *queueSet) length() int {
 func (s *queueSet) notify() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for q := range s.qs {
-		if q.Len() > 0 {
+	for q, unloaded := range s.qs {
+		switch {
+		case q.Len() > 0:
 			q.Notify()
+		case unloaded:
+			delete(s.qs, q)
 		}
 	}
 }

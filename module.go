@@ -1,8 +1,8 @@
 package openairelay
 
 import (
-	"context"
 	"cmp"
+	"context"
 	"fmt"
 	"slices"
 	"strings"
@@ -115,6 +115,9 @@ type Relay struct {
 	queue   *limit.Queue
 	logger  *zap.Logger
 	ctx     context.Context // the config's: done when it is unloaded
+	// snapshotting is set once Provision has counted the config for the
+	// snapshot writer, so that Cleanup uncounts it exactly once.
+	snapshotting bool
 }
 
 // tier is the upstreams of one priority and their keys.
@@ -217,7 +220,8 @@ func (rl *Relay) Provision(ctx caddy.Context) error {
 		}
 	}
 	go rl.probeRetired(ctx)
-	startSnapshots(ctx, rl.logger)
+	startSnapshots()
+	rl.snapshotting = true
 	return nil
 }
 
@@ -449,6 +453,10 @@ func (rl *Relay) Cleanup() error {
 		if err := saveSnapshot(); err != nil && rl.logger != nil {
 			rl.logger.Warn("could not save the relay state", zap.String("file", snapshotPath()), zap.Error(err))
 		}
+	}
+	if rl.snapshotting {
+		stopSnapshots()
+		rl.snapshotting = false
 	}
 	for _, k := range rl.keys {
 		if k.state != nil {

@@ -24,7 +24,7 @@ import (
 // read at the first provision of the process. Secrets are not in it: keys are
 // named by the upstream URL and a hash.
 
-const snapshotInterval = 30 * time.Second
+var snapshotInterval = 30 * time.Second // a variable for tests
 
 // snapshot is the file's content.
 type snapshot struct {
@@ -73,7 +73,8 @@ var persisted struct {
 	mu      sync.Mutex
 	loaded  bool
 	restore snapshot
-	running bool
+	running bool // the periodic writer has started
+	configs int  // configs provisioned and not yet cleaned up
 }
 
 // loadSnapshot reads the snapshot once per process.
@@ -172,42 +173,50 @@ func saveSnapshot() error {
 		return err
 	}
 	_, werr := tmp.Write(data)
+	// On disk before the rename: a crash must leave the old snapshot or
+	// the new one, never an empty file under the real name.
+	serr := tmp.Sync()
 	cerr := tmp.Close()
-	if err := errors.Join(werr, cerr); err != nil {
+	if err := errors.Join(werr, serr, cerr); err != nil {
 		os.Remove(tmp.Name())
 		return err
 	}
 	return os.Rename(tmp.Name(), path)
 }
 
-// startSnapshots runs the periodic writer, once per process; it stops with
-// the config that started it, and the next config's provision starts it
-// again.
-func startSnapshots(ctx caddy.Context, logger *zap.Logger) {
+// startSnapshots counts a config that holds state and starts the periodic
+// writer, once per process. The writer lives as long as the process: a
+// reload provisions the new config before it cleans up the old one, so a
+// writer tied to either config's context would stop with the old one and
+// never be started again. It writes while some config is loaded.
+func startSnapshots() {
 	persisted.mu.Lock()
+	defer persisted.mu.Unlock()
+	persisted.configs++
 	if persisted.running {
-		persisted.mu.Unlock()
 		return
 	}
 	persisted.running = true
-	persisted.mu.Unlock()
 	go func() {
 		ticker := time.NewTicker(snapshotInterval)
 		defer ticker.Stop()
-		defer func() {
+		for range ticker.C {
 			persisted.mu.Lock()
-			persisted.running = false
+			loaded := persisted.configs > 0
 			persisted.mu.Unlock()
-		}()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-ticker.C:
-				if err := saveSnapshot(); err != nil {
-					logger.Warn("could not save the relay state", zap.String("file", snapshotPath()), zap.Error(err))
-				}
+			if !loaded {
+				continue
+			}
+			if err := saveSnapshot(); err != nil {
+				caddy.Log().Named("openai_relay").Warn("could not save the relay state", zap.String("file", snapshotPath()), zap.Error(err))
 			}
 		}
 	}()
+}
+
+// stopSnapshots counts a config unloaded.
+func stopSnapshots() {
+	persisted.mu.Lock()
+	persisted.configs = max(persisted.configs-1, 0)
+	persisted.mu.Unlock()
 }

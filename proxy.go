@@ -78,6 +78,10 @@ func (pr *proxyRequest) serve(w http.ResponseWriter) {
 		aerr.write(w)
 		return
 	}
+	if aerr := pr.tooLarge(); aerr != nil {
+		aerr.write(w)
+		return
+	}
 	var last *failure
 	for attempt := 0; attempt <= pr.rl.retries; attempt++ {
 		if attempt > 0 && last.outcome.backsOff() {

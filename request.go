@@ -171,7 +171,7 @@ func (ar *apiRequest) parseJSON() *apiError {
 			}
 		case "max_tokens", "max_completion_tokens", "max_output_tokens":
 			if n, err := strconv.ParseInt(string(raw), 10, 64); err == nil && n > ar.maxOut {
-				ar.maxOut = n
+				ar.maxOut = min(n, maxTokenCount)
 			}
 		default:
 			// Some servers match member names without regard to case (Go's

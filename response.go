@@ -238,6 +238,9 @@ func (pr *proxyRequest) settle(key *poolKey, success bool, tap *streamTap, kept 
 	key.state.tokensOut.Add(u.completion)
 	tokensTotal.WithLabelValues(key.upstream.Name, key.id, "prompt").Add(float64(u.prompt))
 	tokensTotal.WithLabelValues(key.upstream.Name, key.id, "completion").Add(float64(u.completion))
+	if u.cached > 0 {
+		tokensTotal.WithLabelValues(key.upstream.Name, key.id, "cached").Add(float64(u.cached))
+	}
 	pr.repl.Set(phPromptTokens, strconv.FormatInt(u.prompt, 10))
 	pr.repl.Set(phCompletionTokens, strconv.FormatInt(u.completion, 10))
 }

@@ -18,6 +18,12 @@ type Price struct {
 
 	// Output is the price of a million completion tokens, in USD.
 	Output float64 `json:"output"`
+
+	// CachedInput is the price of a million prompt tokens that the upstream
+	// served from its prompt cache (usage.prompt_tokens_details.cached_tokens,
+	// or input_tokens_details in the Responses API), in USD. Default: the
+	// Input price.
+	CachedInput *float64 `json:"cached_input,omitempty"`
 }
 
 // Budget caps what a client may spend, by the relay's prices, in a UTC day
@@ -67,7 +73,7 @@ func (rl *Relay) validatePrices() error {
 		if _, err := path.Match(p.Model, ""); err != nil || p.Model == "" {
 			return fmt.Errorf("price: model pattern %q is not a valid glob", p.Model)
 		}
-		if p.Input < 0 || p.Output < 0 {
+		if p.Input < 0 || p.Output < 0 || (p.CachedInput != nil && *p.CachedInput < 0) {
 			return fmt.Errorf("price for %s must not be negative", p.Model)
 		}
 	}
@@ -79,7 +85,12 @@ func (rl *Relay) validatePrices() error {
 func (rl *Relay) cost(model string, u usage) (float64, bool) {
 	for _, p := range rl.Prices {
 		if ok, _ := path.Match(p.Model, model); ok {
-			return (float64(u.prompt)*p.Input + float64(u.completion)*p.Output) / 1e6, true
+			cachedPrice := p.Input
+			if p.CachedInput != nil {
+				cachedPrice = *p.CachedInput
+			}
+			uncached := u.prompt - u.cached
+			return (float64(uncached)*p.Input + float64(u.cached)*cachedPrice + float64(u.completion)*p.Output) / 1e6, true
 		}
 	}
 	return 0, false

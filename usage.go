@@ -8,15 +8,17 @@ import (
 	"github.com/caddyrelay/openairelay/internal/cache"
 )
 
-// usage is what an answer reports it used.
+// usage is what an answer reports it used. cached is the part of prompt
+// that the upstream served from its prompt cache (billed at a lower price).
 type usage struct {
-	prompt, completion, total int64
+	prompt, completion, total, cached int64
 }
 
 // usageOf finds the top-level usage object of a JSON answer and reads its
 // counts without decoding the rest of the answer: prompt/completion tokens
 // (chat completions, completions, embeddings) or input/output tokens (the
-// Responses API), and the total.
+// Responses API), the total, and the cached part of the prompt
+// (prompt_tokens_details.cached_tokens, input_tokens_details.cached_tokens).
 func usageOf(body []byte) (usage, bool) {
 	raw, ok := member(body, "usage")
 	if !ok || len(raw) == 0 || raw[0] != '{' {
@@ -32,6 +34,13 @@ func usageOf(body []byte) (usage, bool) {
 			target = &u.completion
 		case "total_tokens":
 			target = &u.total
+		case "prompt_tokens_details", "input_tokens_details":
+			if c, ok := member(raw[start:end], "cached_tokens"); ok {
+				if n, err := strconv.ParseInt(string(c), 10, 64); err == nil && n > 0 {
+					u.cached += n
+				}
+			}
+			return
 		default:
 			return
 		}
@@ -45,6 +54,7 @@ func usageOf(body []byte) (usage, bool) {
 	if u.total == 0 {
 		u.total = u.prompt + u.completion
 	}
+	u.cached = min(u.cached, u.prompt)
 	return u, true
 }
 

@@ -1,6 +1,7 @@
 package openairelay
 
 import (
+	"math"
 	"strings"
 	"testing"
 )
@@ -89,9 +90,12 @@ func TestUsageOf(t *testing.T) {
 		want usage
 		ok   bool
 	}{
-		{`{"id":"x","choices":[{"message":{"content":"{\"usage\":1}"}}],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}`, usage{3, 4, 7}, true},
-		{`{"object":"response","usage":{"input_tokens":10,"output_tokens":5,"total_tokens":15}}`, usage{10, 5, 15}, true},
-		{`{"object":"list","data":[],"usage":{"prompt_tokens":8,"total_tokens":8}}`, usage{8, 0, 8}, true},
+		{`{"id":"x","choices":[{"message":{"content":"{\"usage\":1}"}}],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}`, usage{3, 4, 7, 0}, true},
+		{`{"object":"response","usage":{"input_tokens":10,"output_tokens":5,"total_tokens":15}}`, usage{10, 5, 15, 0}, true},
+		{`{"object":"list","data":[],"usage":{"prompt_tokens":8,"total_tokens":8}}`, usage{8, 0, 8, 0}, true},
+		{`{"usage":{"prompt_tokens":2006,"completion_tokens":300,"total_tokens":2306,"prompt_tokens_details":{"cached_tokens":1920,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":0}}}`, usage{2006, 300, 2306, 1920}, true},
+		{`{"object":"response","usage":{"input_tokens":100,"input_tokens_details":{"cached_tokens":64},"output_tokens":5,"output_tokens_details":{"reasoning_tokens":2},"total_tokens":105}}`, usage{100, 5, 105, 64}, true},
+		{`{"usage":{"prompt_tokens":10,"prompt_tokens_details":{"cached_tokens":99},"total_tokens":10}}`, usage{10, 0, 10, 10}, true},
 		{`{"object":"list","data":[]}`, usage{}, false},
 		{`{"usage":null}`, usage{}, false},
 		{`not json`, usage{}, false},
@@ -132,5 +136,27 @@ func TestCountTokensTokenizer(t *testing.T) {
 	n, ok := countTokens("gpt-4o", body)
 	if !ok || n < 10 || n > 30 {
 		t.Errorf("countTokens = %d, %v", n, ok)
+	}
+}
+
+func TestCostPricesCachedInput(t *testing.T) {
+	half := 1.25
+	rl := &Relay{Prices: []Price{{Model: "gpt-4o*", Input: 2.5, Output: 10, CachedInput: &half}, {Model: "*", Input: 1, Output: 2}}}
+	tests := []struct {
+		model string
+		u     usage
+		want  float64
+	}{
+		{"gpt-4o", usage{prompt: 1_000_000, completion: 0}, 2.5},
+		{"gpt-4o", usage{prompt: 1_000_000, cached: 1_000_000}, 1.25},
+		{"gpt-4o", usage{prompt: 2_000_000, cached: 1_000_000, completion: 1_000_000}, 2.5 + 1.25 + 10},
+		// Without a cached price, cached tokens cost the input price.
+		{"other", usage{prompt: 1_000_000, cached: 500_000, completion: 1_000_000}, 1 + 2},
+	}
+	for _, tt := range tests {
+		got, ok := rl.cost(tt.model, tt.u)
+		if !ok || math.Abs(got-tt.want) > 1e-9 {
+			t.Errorf("cost(%s, %+v) = %v, %v; want %v", tt.model, tt.u, got, ok, tt.want)
+		}
 	}
 }
