@@ -19,6 +19,7 @@ import (
 	"github.com/openai/openai-go/v3/option"
 	"github.com/openai/openai-go/v3/responses"
 
+	"github.com/caddyrelay/openairelay"
 	"github.com/caddyrelay/openairelay/internal/fakeopenai"
 )
 
@@ -54,6 +55,8 @@ func TestMain(m *testing.M) {
 	os.Setenv("XDG_CONFIG_HOME", filepath.Join(tmp, "config"))
 	os.Setenv("XDG_DATA_HOME", filepath.Join(tmp, "data"))
 	logDir = tmp
+	// The snapshot writer saves often enough for a test to see it.
+	openairelay.SetSnapshotInterval(200 * time.Millisecond)
 	code := m.Run()
 	os.RemoveAll(tmp)
 	os.Exit(code)

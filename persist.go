@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -24,7 +25,12 @@ import (
 // read at the first provision of the process. Secrets are not in it: keys are
 // named by the upstream URL and a hash.
 
-var snapshotInterval = 30 * time.Second // a variable for tests
+const snapshotInterval = 30 * time.Second
+
+// snapshotEvery is the writer's interval, snapshotInterval but in tests.
+var snapshotEvery atomic.Int64
+
+func init() { snapshotEvery.Store(int64(snapshotInterval)) }
 
 // snapshot is the file's content.
 type snapshot struct {
@@ -198,9 +204,8 @@ func startSnapshots() {
 	}
 	persisted.running = true
 	go func() {
-		ticker := time.NewTicker(snapshotInterval)
-		defer ticker.Stop()
-		for range ticker.C {
+		for {
+			time.Sleep(time.Duration(snapshotEvery.Load()))
 			persisted.mu.Lock()
 			loaded := persisted.configs > 0
 			persisted.mu.Unlock()
