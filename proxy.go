@@ -171,7 +171,11 @@ func (pr *proxyRequest) attempt(w http.ResponseWriter, key *poolKey) (*failure, 
 	// The upstream counted the request, and reported its limits, as it
 	// arrived: its headers describe the key as of then, not of now.
 	key.limiter.LearnAsOf(start, now, resp.Header)
-	key.state.answered.Store(true)
+	if resp.StatusCode < 500 {
+		// The upstream itself answered (a gateway's 5xx may carry none of
+		// its headers): what it says of the key's limits is known now.
+		key.state.answered.Store(true)
+	}
 
 	var body []byte
 	if needsBody(resp.StatusCode) {
