@@ -1,8 +1,13 @@
 package openairelay
 
 import (
+	"cmp"
 	"errors"
+	"path"
+	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -19,8 +24,17 @@ var (
 		Namespace: "caddy",
 		Subsystem: "openai_relay",
 		Name:      "requests_total",
-		Help:      "Upstream attempts by upstream, key id, model and outcome.",
-	}, []string{"upstream", "key", "model", "outcome"})
+		Help:      "Upstream attempts by upstream, key id and outcome.",
+	}, []string{"upstream", "key", "outcome"})
+
+	// The model is a label of its own metric, not of requests_total: with
+	// both, the series would grow as keys × models.
+	modelRequestsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy",
+		Subsystem: "openai_relay",
+		Name:      "model_requests_total",
+		Help:      "Upstream attempts by model (a configured model name or pattern, else other) and outcome.",
+	}, []string{"model", "outcome"})
 
 	upstreamLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: "caddy",
@@ -219,7 +233,7 @@ func registerMetrics(reg *prometheus.Registry) {
 	if reg == nil {
 		return
 	}
-	for _, c := range []prometheus.Collector{requestsTotal, upstreamLatency, timeToFirstToken, retriesTotal, tokensTotal,
+	for _, c := range []prometheus.Collector{requestsTotal, modelRequestsTotal, upstreamLatency, timeToFirstToken, retriesTotal, tokensTotal,
 		keyRetirements, spendTotal, queueWait, queueLength, keyCollector{}, cacheResults, cacheBytes, cacheEntries, cacheEvictions} {
 		if err := reg.Register(c); err != nil {
 			if _, ok := errors.AsType[prometheus.AlreadyRegisteredError](err); !ok {
@@ -229,37 +243,63 @@ func registerMetrics(reg *prometheus.Registry) {
 	}
 }
 
-// maxModelLabels bounds the model label's values: the model comes from the
-// client, and an unbounded label would let clients grow the metrics without
-// limit. Models seen after the bound are counted as "other".
-const maxModelLabels = 200
-
+// modelLabels are the values the model label may take: the model names and
+// patterns that configurations name (client and upstream `models`, aliases,
+// prices, the semantic cache's model). The model comes from the client:
+// anything else is "other", so that no client can grow the label set. The
+// set only grows, with the configs a process loads.
 var modelLabels struct {
-	sync.RWMutex
-	seen map[string]struct{}
+	mu       sync.Mutex
+	patterns atomic.Pointer[[]string]
 }
 
+// addModelLabels makes names and glob patterns label values.
+func addModelLabels(names []string) {
+	modelLabels.mu.Lock()
+	defer modelLabels.mu.Unlock()
+	var cur []string
+	if p := modelLabels.patterns.Load(); p != nil {
+		cur = *p
+	}
+	next := slices.Clone(cur)
+	for _, n := range names {
+		if n != "" && n != "*" && !slices.Contains(next, n) {
+			next = append(next, n)
+		}
+	}
+	// Exact names first: a model that is named is labelled by its name,
+	// not by a pattern it also matches.
+	slices.SortStableFunc(next, func(a, b string) int {
+		return cmp.Compare(boolInt(strings.ContainsAny(a, "*?[")), boolInt(strings.ContainsAny(b, "*?[")))
+	})
+	modelLabels.patterns.Store(&next)
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// modelLabel is the model label of a request for model: the configured name
+// or the first configured pattern it matches, else "other" ("none" when the
+// request names no model).
 func modelLabel(model string) string {
 	if model == "" {
 		return "none"
 	}
-	modelLabels.RLock()
-	_, ok := modelLabels.seen[model]
-	modelLabels.RUnlock()
-	if ok {
-		return model
-	}
-	modelLabels.Lock()
-	defer modelLabels.Unlock()
-	if modelLabels.seen == nil {
-		modelLabels.seen = make(map[string]struct{})
-	}
-	if _, ok := modelLabels.seen[model]; ok {
-		return model
-	}
-	if len(modelLabels.seen) >= maxModelLabels || len(model) > 100 {
+	p := modelLabels.patterns.Load()
+	if p == nil {
 		return "other"
 	}
-	modelLabels.seen[model] = struct{}{}
-	return model
+	for _, pat := range *p {
+		if pat == model {
+			return pat
+		}
+		if ok, _ := path.Match(pat, model); ok {
+			return pat
+		}
+	}
+	return "other"
 }

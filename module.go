@@ -219,6 +219,7 @@ func (rl *Relay) Provision(ctx caddy.Context) error {
 			return err
 		}
 	}
+	addModelLabels(rl.configuredModels())
 	go rl.probeRetired(ctx)
 	startSnapshots()
 	rl.snapshotting = true
@@ -442,6 +443,28 @@ func (rl *Relay) Validate() error {
 		return fmt.Errorf("max_wait, max_queue and default_max_tokens must not be negative")
 	}
 	return nil
+}
+
+// configuredModels lists the model names and patterns the config names, the
+// values of the metrics' model label.
+func (rl *Relay) configuredModels() []string {
+	var names []string
+	for _, c := range rl.Clients {
+		names = append(names, c.Models...)
+	}
+	for _, u := range rl.Upstreams {
+		names = append(names, u.Models...)
+		for from, to := range u.ModelAliases {
+			names = append(names, from, to)
+		}
+	}
+	for _, p := range rl.Prices {
+		names = append(names, p.Model)
+	}
+	if rl.Cache != nil && rl.Cache.Semantic != nil {
+		names = append(names, rl.Cache.Semantic.Model)
+	}
+	return names
 }
 
 // Cleanup releases this config's hold on the shared key states. Caddy calls

@@ -413,7 +413,8 @@ func (pr *proxyRequest) earliestReturn() (time.Duration, bool) {
 }
 
 func (pr *proxyRequest) count(key *poolKey, outcome string) {
-	requestsTotal.WithLabelValues(key.upstream.Name, key.id, modelLabel(pr.api.model), outcome).Inc()
+	requestsTotal.WithLabelValues(key.upstream.Name, key.id, outcome).Inc()
+	modelRequestsTotal.WithLabelValues(modelLabel(pr.api.model), outcome).Inc()
 }
 
 // backoff is the pause before retry n+1 after a server or network error:

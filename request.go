@@ -42,6 +42,39 @@ type apiRequest struct {
 	wantsUsage bool
 	// previousResponse is a Responses request's previous_response_id.
 	previousResponse string
+	// nestedModel is set when model was read from inside the body
+	// (session.model), where no alias is spliced.
+	nestedModel bool
+}
+
+// modelEndpoints are the POST endpoints that take a model, with the model
+// the API uses when a request names none, where it documents one (the
+// moderations endpoint: omni-moderation-latest). A request to another of
+// them without a model is refused: the upstream would pick one, past the
+// client's allow-list and the upstreams' models.
+var modelEndpoints = map[string]string{
+	"chat/completions": "", "completions": "", "embeddings": "", "responses": "",
+	"moderations":        "omni-moderation-latest",
+	"images/generations": "", "images/edits": "", "images/variations": "",
+	"audio/speech": "", "audio/transcriptions": "", "audio/translations": "",
+	"fine_tuning/jobs": "", "assistants": "", "realtime/sessions": "", "realtime/client_secrets": "",
+}
+
+// requireModel applies modelEndpoints to a POST request.
+func (ar *apiRequest) requireModel(method string) *apiError {
+	if method != http.MethodPost || ar.model != "" {
+		return nil
+	}
+	def, ok := modelEndpoints[ar.endpoint]
+	switch {
+	case !ok:
+		return nil
+	case def != "":
+		ar.model = def
+		return nil
+	}
+	return &apiError{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: "missing_required_parameter",
+		Param: "model", Message: "you must provide a model parameter"}
 }
 
 type bodyKind uint8
@@ -110,18 +143,20 @@ func (ar *apiRequest) parseBody(method string, h http.Header) *apiError {
 		}
 	}
 	switch {
-	case mediaType == "application/json" || strings.HasSuffix(mediaType, "+json") ||
-		(mediaType == "" && len(ar.body) > 0):
+	case mediaType == "application/json" || (mediaType == "" && len(ar.body) > 0):
 		ar.kind = bodyJSON
 		return ar.parseJSON()
 	case mediaType == "multipart/form-data":
 		ar.kind = bodyMultipart
 		ar.boundary = params["boundary"]
 		return ar.parseMultipart()
-	case jsonEndpoints[ar.endpoint]:
+	case jsonEndpoints[ar.endpoint] || looksLikeJSON(ar.body):
 		// A JSON endpoint called with another type, as `curl -d` does
-		// (form-urlencoded): the body is read as JSON all the same and sent on
-		// as application/json; if it is not JSON, the client learns so.
+		// (form-urlencoded), or a JSON object sent as text/plain to any
+		// endpoint: the upstream reads JSON whatever the type says, so the
+		// relay inspects it as JSON too (its model and ids are checked) and
+		// sends exactly what it inspected, as application/json. If it is
+		// not JSON, the client learns so.
 		ar.kind = bodyJSON
 		ar.fixContentType = true
 		return ar.parseJSON()
@@ -132,6 +167,12 @@ func (ar *apiRequest) parseBody(method string, h http.Header) *apiError {
 		ar.kind = bodyOther
 		return nil
 	}
+}
+
+// looksLikeJSON reports whether a body starts as a JSON object does.
+func looksLikeJSON(body []byte) bool {
+	trimmed := bytes.TrimLeft(body, " \t\r\n")
+	return len(trimmed) > 0 && trimmed[0] == '{'
 }
 
 func (ar *apiRequest) parseJSON() *apiError {
@@ -162,6 +203,20 @@ func (ar *apiRequest) parseJSON() *apiError {
 			ar.modelSpan = [2]int{start, end}
 		case "stream":
 			ar.stream = bytes.Equal(raw, []byte("true"))
+		case "session":
+			// realtime/client_secrets names its model inside the session
+			// (session.model): the allow-list applies to it as well.
+			if ar.endpoint == "realtime/client_secrets" {
+				if v, ok := member(raw, "model"); ok {
+					var m string
+					if json.Unmarshal(v, &m) != nil {
+						bad = errBadRequest("Invalid type for 'session.model': expected a string.", "session.model")
+						return
+					}
+					models++
+					ar.model, ar.nestedModel = m, true
+				}
+			}
 		case "previous_response_id":
 			_ = json.Unmarshal(raw, &ar.previousResponse)
 		case "stream_options":
@@ -198,6 +253,7 @@ func (ar *apiRequest) parseMultipart() *apiError {
 		return errBadRequest("The multipart Content-Type has no boundary.", "")
 	}
 	mr := multipart.NewReader(bytes.NewReader(ar.body), ar.boundary)
+	models := 0
 	for {
 		part, err := mr.NextPart()
 		if errors.Is(err, io.EOF) {
@@ -207,6 +263,9 @@ func (ar *apiRequest) parseMultipart() *apiError {
 			return errBadRequest("The multipart body is malformed: "+err.Error()+".", "")
 		}
 		name := part.FormName()
+		if name == "model" && part.FileName() != "" {
+			return errBadRequest("The model part of the form must be a plain field, not a file.", "model")
+		}
 		if part.FileName() != "" || (name != "model" && name != "stream") {
 			continue
 		}
@@ -216,6 +275,15 @@ func (ar *apiRequest) parseMultipart() *apiError {
 		}
 		switch name {
 		case "model":
+			// Servers disagree on which of two parts counts (the first, the
+			// last): a second one could choose the model upstream past the
+			// allow-list, so the relay refuses it.
+			if models++; models > 1 {
+				return errBadRequest("The request names its model more than once.", "model")
+			}
+			if !utf8.Valid(value) {
+				return errBadRequest("Invalid 'model': it is not valid UTF-8.", "model")
+			}
 			ar.model = string(value)
 		case "stream":
 			ar.stream = string(value) == "true"
@@ -235,7 +303,7 @@ func (ar *apiRequest) needsUsageOption() bool {
 // upstreamModel: the alias spliced in where it differs, and
 // stream_options.include_usage set when withUsage.
 func (ar *apiRequest) bodyFor(upstreamModel string, withUsage bool) ([]byte, error) {
-	aliased := upstreamModel != ar.model && ar.model != ""
+	aliased := upstreamModel != ar.model && ar.model != "" && !ar.nestedModel
 	if !aliased && !withUsage {
 		return ar.body, nil
 	}
@@ -260,12 +328,21 @@ func (ar *apiRequest) bodyFor(upstreamModel string, withUsage bool) ([]byte, err
 		if err != nil {
 			return nil, err
 		}
-		edits = append(edits, splice{ar.modelSpan[0], ar.modelSpan[1], quoted})
+		if ar.modelSpan[0] < 0 {
+			// The model was the API's default, not in the body: name it.
+			at := bytes.IndexByte(ar.body, '{') + 1
+			edits = append(edits, splice{at, at, slices.Concat([]byte(`"model":`), quoted, []byte(","))})
+		} else {
+			edits = append(edits, splice{ar.modelSpan[0], ar.modelSpan[1], quoted})
+		}
 	}
 	if withUsage {
 		if ar.streamOptions != nil {
-			opts := map[string]json.RawMessage{}
+			var opts map[string]json.RawMessage
 			_ = json.Unmarshal(ar.streamOptions, &opts) // null or not an object: replaced
+			if opts == nil {
+				opts = map[string]json.RawMessage{}
+			}
 			opts["include_usage"] = json.RawMessage("true")
 			merged, err := json.Marshal(opts)
 			if err != nil {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -64,13 +65,18 @@ func (rl *Relay) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 		return nil
 	}
 	// GET /v1/models/{model} (and DELETE, for fine-tuned models) names
-	// its model in the path: it is routed and allowed like a body's model.
-	if id, ok := strings.CutPrefix(ar.endpoint, "models/"); ok && ar.model == "" && id != "" {
-		ar.model = id
-		if !client.allowsModel(id) {
+	// its model in the path: it is routed and allowed like a body's model,
+	// and a body cannot name another.
+	if id, ok := strings.CutPrefix(ar.endpoint, "models/"); ok && id != "" {
+		if !utf8.ValidString(id) || (ar.model != "" && ar.model != id) || !client.allowsModel(id) {
 			errModelNotFound(id).write(w)
 			return nil
 		}
+		ar.model = id
+	}
+	if aerr := ar.requireModel(r.Method); aerr != nil {
+		aerr.write(w)
+		return nil
 	}
 	repl.Set(phModel, ar.model)
 
