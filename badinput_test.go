@@ -747,6 +747,47 @@ func TestBadInputModelSmuggling(t *testing.T) {
 		assertOpenAIError(t, tc.name, r, r.status, "invalid_request_error", "")
 		f.assertNothingUpstream(m, tc.name)
 	}
+	// Other endpoints and shapes: no model, a nested model, another
+	// Content-Type, form parts.
+	form := func(parts ...[3]string) (string, []byte) {
+		var buf bytes.Buffer
+		mw := multipart.NewWriter(&buf)
+		for _, p := range parts {
+			if p[2] != "" {
+				fw, _ := mw.CreateFormFile(p[0], p[2])
+				fw.Write([]byte(p[1]))
+				continue
+			}
+			mw.WriteField(p[0], p[1])
+		}
+		mw.Close()
+		return mw.FormDataContentType(), buf.Bytes()
+	}
+	twoModels, twoModelsBody := form([3]string{"model", "gpt-4o-mini", ""}, [3]string{"model", "gpt-4o", ""}, [3]string{"file", "RIFF", "a.wav"})
+	fileModel, fileModelBody := form([3]string{"file", "RIFF", "a.wav"}, [3]string{"model", "gpt-4o", "model.txt"})
+	shapes := []struct {
+		name, path, contentType, body string
+		status                        int
+	}{
+		{"no model", "/v1/chat/completions", "application/json", `{` + msgs + `}`, 400},
+		{"no model, images", "/v1/images/generations", "application/json", `{"prompt":"a cat"}`, 400},
+		{"no model, moderations: the API's default is checked", "/v1/moderations", "application/json", `{"input":"hi"}`, 403},
+		{"JSON sent as text/plain", "/v1/audio/speech", "text/plain", `{"model":"gpt-4o","input":"hi","voice":"alloy"}`, 403},
+		{"JSON sent as text/plain to any endpoint", "/v1/realtime/sessions", "text/plain", `{"model":"gpt-4o"}`, 403},
+		{"nested session.model", "/v1/realtime/client_secrets", "application/json", `{"session":{"type":"realtime","model":"gpt-4o"}}`, 403},
+		{"two model parts", "/v1/audio/transcriptions", twoModels, string(twoModelsBody), 400},
+		{"a model part sent as a file", "/v1/audio/transcriptions", fileModel, string(fileModelBody), 400},
+	}
+	for _, tc := range shapes {
+		m := f.mark()
+		r := f.post(tc.path, tc.contentType, []byte(tc.body))
+		if r.status != tc.status {
+			t.Errorf("%s: got %s; want %d", tc.name, r, tc.status)
+			continue
+		}
+		assertOpenAIError(t, tc.name, r, r.status, "invalid_request_error", "")
+		f.assertNothingUpstream(m, tc.name)
+	}
 	f.assertStillServes("model smuggling")
 }
 
@@ -1348,4 +1389,32 @@ func TestBadInputClientKeys(t *testing.T) {
 			t.Errorf("the upstream got key %q; want the configured upstream key", rec.Key)
 		}
 	}
+}
+
+// TestBadInputCrashes holds the inputs that once crashed the handler: each
+// gets an answer, and the relay keeps serving.
+func TestBadInputCrashes(t *testing.T) {
+	f := newBadFixture(t, "crash", fakeopenai.Options{}, badBlocks{})
+	r := f.post("/v1/chat/completions", "application/json",
+		[]byte(`{"model":"gpt-4o-mini","stream":true,"stream_options":null,"messages":[{"role":"user","content":"null options"}]}`))
+	if r.status != http.StatusOK || !bytes.Contains(r.body, []byte("data: [DONE]")) || bytes.Contains(r.body, []byte(`"usage":{`)) {
+		t.Errorf("stream with stream_options null: got %s; want a whole stream without the usage the client did not ask for", r)
+	}
+
+	req, _ := http.NewRequest(http.MethodGet, "http://localhost:"+httpPort+"/v1/models/%ff%fe", nil)
+	req.Header.Set("Authorization", "Bearer "+f.clientKey)
+	m := f.mark()
+	assertOpenAIError(t, "model id that is not UTF-8", f.do(req), http.StatusNotFound, "invalid_request_error", "model_not_found")
+	f.assertNothingUpstream(m, "model id that is not UTF-8")
+
+	var buf bytes.Buffer
+	mw := multipart.NewWriter(&buf)
+	mw.WriteField("model", "whisper-\xff")
+	fw, _ := mw.CreateFormFile("file", "a.wav")
+	fw.Write([]byte("RIFF"))
+	mw.Close()
+	m = f.mark()
+	assertOpenAIError(t, "form model that is not UTF-8", f.post("/v1/audio/transcriptions", mw.FormDataContentType(), buf.Bytes()), http.StatusBadRequest, "invalid_request_error", "")
+	f.assertNothingUpstream(m, "form model that is not UTF-8")
+	f.assertStillServes("crashing inputs")
 }
