@@ -135,7 +135,7 @@ func forcedTool(req *apiRequest) (string, bool) {
 
 func ptr[T any](v T) *T { return &v }
 
-func (c *call) chat(req *apiRequest, last string, prompt, allow, drop int) int {
+func (c *call) chat(req *apiRequest, last string, prompt, cached, allow, drop int) int {
 	id := newID("chatcmpl-", 29)
 	created := c.s.now().Unix()
 	tool, forced := forcedTool(req)
@@ -151,7 +151,8 @@ func (c *call) chat(req *apiRequest, last string, prompt, allow, drop int) int {
 			finish = "length"
 		}
 	}
-	usage := chatUsage{PromptTokens: prompt, CompletionTokens: completion, TotalTokens: prompt + completion}
+	usage := chatUsage{PromptTokens: prompt, CompletionTokens: completion, TotalTokens: prompt + completion,
+		PromptTokensDetails: promptDetails{CachedTokens: cached}}
 	callID := ""
 	if forced {
 		callID = newID("call_", 24)
@@ -393,7 +394,7 @@ type respEvent struct {
 
 var emptyArray = json.RawMessage("[]")
 
-func (c *call) responses(req *apiRequest, last string, prompt, allow, drop int, prev *storedResponse) int {
+func (c *call) responses(req *apiRequest, last string, prompt, cached, allow, drop int, prev *storedResponse) int {
 	id := newID("resp_", 48)
 	created := c.s.now().Unix()
 	tool, forced := forcedTool(req)
@@ -412,6 +413,7 @@ func (c *call) responses(req *apiRequest, last string, prompt, allow, drop int, 
 		}
 	}
 	usage := &respUsage{InputTokens: prompt, OutputTokens: completion, TotalTokens: prompt + completion}
+	usage.InputTokensDetails.CachedTokens = cached
 	toolChoice := req.ToolChoice
 	if len(toolChoice) == 0 {
 		toolChoice = json.RawMessage(`"auto"`)

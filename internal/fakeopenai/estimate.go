@@ -70,9 +70,18 @@ type inputItem struct {
 type textCounter struct {
 	runes  int
 	tokens int // pre-tokenised input
+	// keep collects the text itself, concatenated in the order counted, for
+	// the prompt cache's prefix comparison.
+	keep bool
+	text strings.Builder
 }
 
-func (c *textCounter) add(s string) { c.runes += utf8.RuneCountInString(s) }
+func (c *textCounter) add(s string) {
+	c.runes += utf8.RuneCountInString(s)
+	if c.keep {
+		c.text.WriteString(s)
+	}
+}
 
 // promptTokens is ceil(runes/4) plus pre-tokenised tokens.
 func (c *textCounter) promptTokens() int { return (c.runes+3)/4 + c.tokens }

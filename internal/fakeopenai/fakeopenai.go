@@ -43,6 +43,25 @@
 // words of the reply (1 for a tool call), never above the allowance when one
 // is given. total = prompt + completion.
 //
+// # Prompt caching
+//
+// As on the API (developers.openai.com/api/docs/guides/prompt-caching),
+// prompts of 1024 tokens or more are cached automatically, and a later
+// request of the same project and model whose prompt starts with the same
+// prefix reports the cached part in usage.prompt_tokens_details.cached_tokens
+// (chat completions, streams' final usage chunk included) or
+// usage.input_tokens_details.cached_tokens (responses): 1024 + 128·k tokens,
+// else 0. The fake's model is deterministic over its estimate: the prompt
+// text is the text counted above, concatenated in order (a continued response
+// is compared on its own text only); per project and model the fake remembers
+// the last 256 prompts of 1024 tokens or more for 5 minutes (by
+// Options.Now); cached_tokens is the longest common prefix with any of them,
+// in whole tokens (runes/4 rounded down), floored to 1024 + 128·k and capped
+// at prompt_tokens, 0 under 1024. A request refused before admission is not
+// remembered. Options.NoPromptCache turns it off; Server.ClearPromptCache
+// forgets every prompt. Legacy completions, embeddings and moderations
+// report none.
+//
 // # Rate limits
 //
 // Each key with RPM (TPM) > 0 has a token bucket refilling continuously at
@@ -168,6 +187,7 @@ type Options struct {
 	ContentLength   bool // send Content-Length and no chunking (default: chunked, no Content-Length)
 	BucketRemaining bool // x-ratelimit-remaining-* is the bucket's level (default: what remains of the minute's allowance)
 	SharedObjects   bool // stored files/responses are visible to every key (default: only to keys of the creating project)
+	NoPromptCache   bool // cached_tokens is always 0 (default: prompts of 1024 tokens or more are cached, see Prompt caching)
 
 	// VerifiedOrgModels are models that need a verified organisation: keys
 	// without KeyConfig.Verified get a 403 for them. Default none.
@@ -212,6 +232,8 @@ type Server struct {
 	recording atomic.Bool
 
 	rateLimited atomic.Int64
+
+	prompts promptCache
 
 	objMu     sync.Mutex
 	objSeq    int64

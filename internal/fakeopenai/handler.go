@@ -315,6 +315,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	// Content and cost.
 	var tc textCounter
+	tc.keep = (ep == epChat || ep == epResponses) && !s.opts.NoPromptCache
 	var last string
 	var prompts []string
 	var prev *storedResponse
@@ -363,15 +364,19 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !c.admit(cost) {
 		return
 	}
+	cached := 0
+	if tc.keep {
+		cached = s.prompts.lookup(c.project, c.model, tc.text.String(), prompt, s.now())
+	}
 
 	var used int
 	switch ep {
 	case epChat:
-		used = c.chat(&req, last, prompt, allow, dropAfter)
+		used = c.chat(&req, last, prompt, cached, allow, dropAfter)
 	case epCompletions:
 		used = c.completions(&req, last, prompt, allow, dropAfter)
 	case epResponses:
-		used = c.responses(&req, last, prompt, allow, dropAfter, prev)
+		used = c.responses(&req, last, prompt, cached, allow, dropAfter, prev)
 	case epEmbeddings:
 		used = c.embeddings(&req, prompts, prompt)
 	case epModerations:

@@ -37,6 +37,7 @@ func main() {
 	record := flag.Bool("record", false, "keep per-request records (memory grows with every request)")
 	noGzip := flag.Bool("no-compression", false, "never gzip answers (default: gzip when Accept-Encoding allows, as api.openai.com)")
 	contentLength := flag.Bool("content-length", false, "send Content-Length instead of chunked answers")
+	noPromptCache := flag.Bool("no-prompt-cache", false, "always report cached_tokens 0 (default: repeated prompt prefixes of 1024 tokens or more are cached, as api.openai.com)")
 	flag.Parse()
 
 	s := fakeopenai.NewHandler(fakeopenai.Options{
@@ -46,6 +47,7 @@ func main() {
 		RequireAPIKeyHeader: *apiKeyHeader,
 		NoCompression:       *noGzip,
 		ContentLength:       *contentLength,
+		NoPromptCache:       *noPromptCache,
 	})
 	s.SetRecording(*record && !*anyKey)
 	for _, k := range strings.Split(*keys, ",") {
