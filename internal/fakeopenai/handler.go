@@ -555,42 +555,61 @@ type clientMessage string
 
 func (m clientMessage) Error() string { return string(m) }
 
-func parseAudio(ct string, body []byte) (audioForm, error) {
-	var f audioForm
+// errForm is the API's answer to a multipart body it cannot read.
+const errForm = clientMessage("Could not parse multipart form")
+
+// eachFormPart calls fn with every part of a multipart/form-data body, as
+// the API reads forms; a body of another type is the API's error.
+func eachFormPart(ct string, body []byte, fn func(p *multipart.Part) error) error {
 	mt, params, err := mime.ParseMediaType(ct)
 	if err != nil || mt != "multipart/form-data" || params["boundary"] == "" {
-		return f, clientMessage("Invalid Content-Type header (" + ct + "), expected multipart/form-data. (HINT: If you're using curl, you can pass -H 'Content-Type: multipart/form-data')")
+		return clientMessage("Invalid Content-Type header (" + ct + "), expected multipart/form-data. (HINT: If you're using curl, you can pass -H 'Content-Type: multipart/form-data')")
 	}
 	mr := multipart.NewReader(bytes.NewReader(body), params["boundary"])
 	for {
 		p, err := mr.NextPart()
 		if err == io.EOF {
-			break
+			return nil
 		}
 		if err != nil {
-			return f, clientMessage("Could not parse multipart form")
+			return errForm
 		}
+		err = fn(p)
+		p.Close()
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// formValue reads a small form field.
+func formValue(p *multipart.Part) (string, error) {
+	v, err := io.ReadAll(io.LimitReader(p, 1024))
+	if err != nil {
+		return "", errForm
+	}
+	return string(v), nil
+}
+
+func parseAudio(ct string, body []byte) (audioForm, error) {
+	var f audioForm
+	err := eachFormPart(ct, body, func(p *multipart.Part) error {
+		var err error
 		switch p.FormName() {
 		case "file":
-			n, err := io.Copy(io.Discard, p)
-			if err != nil {
-				return f, clientMessage("Could not parse multipart form")
+			var n int64
+			if n, err = io.Copy(io.Discard, p); err != nil {
+				return errForm
 			}
 			f.size, f.hasFile = int(n), true
-		case "model", "response_format":
-			v, err := io.ReadAll(io.LimitReader(p, 1024))
-			if err != nil {
-				return f, clientMessage("Could not parse multipart form")
-			}
-			if p.FormName() == "model" {
-				f.model = string(v)
-			} else {
-				f.format = string(v)
-			}
+		case "model":
+			f.model, err = formValue(p)
+		case "response_format":
+			f.format, err = formValue(p)
 		}
-		p.Close()
-	}
-	return f, nil
+		return err
+	})
+	return f, err
 }
 
 const alnum = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"

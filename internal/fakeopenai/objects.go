@@ -1,10 +1,8 @@
 package fakeopenai
 
 import (
-	"bytes"
 	"encoding/json"
 	"io"
-	"mime"
 	"mime/multipart"
 	"net/http"
 	"slices"
@@ -224,34 +222,25 @@ type uploadForm struct {
 // parseUpload reads the multipart body of POST /v1/files.
 func parseUpload(ct string, body []byte) (uploadForm, error) {
 	var f uploadForm
-	mt, params, err := mime.ParseMediaType(ct)
-	if err != nil || mt != "multipart/form-data" || params["boundary"] == "" {
-		return f, clientMessage("Invalid Content-Type header (" + ct + "), expected multipart/form-data. (HINT: If you're using curl, you can pass -H 'Content-Type: multipart/form-data')")
-	}
-	mr := multipart.NewReader(bytes.NewReader(body), params["boundary"])
-	for {
-		p, err := mr.NextPart()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return f, clientMessage("Could not parse multipart form")
-		}
+	err := eachFormPart(ct, body, func(p *multipart.Part) error {
 		switch p.FormName() {
 		case "file":
 			b, err := io.ReadAll(p)
 			if err != nil {
-				return f, clientMessage("Could not parse multipart form")
+				return errForm
 			}
 			f.hasFile, f.content, f.filename = true, b, p.FileName()
 		case "purpose":
-			v, err := io.ReadAll(io.LimitReader(p, 1024))
+			v, err := formValue(p)
 			if err != nil {
-				return f, clientMessage("Could not parse multipart form")
+				return err
 			}
-			f.hasPurpose, f.purpose = true, string(v)
+			f.hasPurpose, f.purpose = true, v
 		}
-		p.Close()
+		return nil
+	})
+	if err != nil {
+		return f, err
 	}
 	if f.filename == "" {
 		f.filename = "file"
