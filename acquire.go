@@ -17,6 +17,18 @@ func (pr *proxyRequest) acquire() (*poolKey, *apiError) {
 	if !pr.anyKeyLeft() {
 		return nil, errNoKeys()
 	}
+	// One client may hold only its share of the queue (and of the bodies
+	// it buffers): past it, a request is served if a key has room at once,
+	// and refused otherwise.
+	st := pr.client.state
+	if st.waiting.Add(1) > int64(pr.rl.queueShare) {
+		st.waiting.Add(-1)
+		if k, _ := pr.tryAcquire(time.Now()); k != nil {
+			return k, nil
+		}
+		return nil, errNoCapacity(time.Second, "this client already has its share of the relay's queue waiting.")
+	}
+	defer st.waiting.Add(-1)
 	var got *poolKey
 	try := func(now time.Time) (time.Time, bool) {
 		k, retryAt := pr.tryAcquire(now)

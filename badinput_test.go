@@ -1418,3 +1418,22 @@ func TestBadInputCrashes(t *testing.T) {
 	f.assertNothingUpstream(m, "form model that is not UTF-8")
 	f.assertStillServes("crashing inputs")
 }
+
+// TestBadInputMethodsAndEndpoints checks that only the API's methods are
+// relayed and that a client reaches only the endpoints it is allowed.
+func TestBadInputMethodsAndEndpoints(t *testing.T) {
+	f := newBadFixture(t, "endpoints", fakeopenai.Options{}, badBlocks{client: "endpoints chat/completions files"})
+	for _, method := range []string{"TRACE", "PUT", "PATCH", "OPTIONS"} {
+		req, _ := http.NewRequest(method, "http://localhost:"+httpPort+"/v1/chat/completions", bytes.NewReader(validBody("method")))
+		req.Header.Set("Authorization", "Bearer "+f.clientKey)
+		m := f.mark()
+		assertOpenAIError(t, method, f.do(req), http.StatusMethodNotAllowed, "invalid_request_error", "method_not_allowed")
+		f.assertNothingUpstream(m, method)
+	}
+	for _, path := range []string{"/v1/embeddings", "/v1/realtime/client_secrets", "/v1/batches"} {
+		m := f.mark()
+		assertOpenAIError(t, path, f.post(path, "application/json", []byte(`{"model":"gpt-4o-mini","input":"x"}`)), http.StatusForbidden, "invalid_request_error", "endpoint_not_allowed")
+		f.assertNothingUpstream(m, path)
+	}
+	f.assertStillServes("endpoints")
+}

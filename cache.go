@@ -1,6 +1,7 @@
 package openairelay
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -119,18 +120,29 @@ func (c *CacheConfig) provision(rl *Relay) error {
 		return fmt.Errorf("cache: scope must be client or global, not %q", c.Scope)
 	}
 	if len(c.Paths) == 0 {
-		c.Paths = defaultCachePaths
+		c.Paths = slices.Clone(defaultCachePaths) // normalised below: never the shared default itself
 	}
 	for i, p := range c.Paths {
 		c.Paths[i] = strings.Trim(strings.TrimPrefix(p, "/v1/"), "/")
 	}
 	c.identity.IgnoreFields = c.IgnoreFields
 
-	// Entries are shared by relays whose upstreams answer alike: the store
-	// is named after the upstreams (URLs and model aliases) and the size.
-	c.storeID = "cache:" + rl.upstreamsFingerprint() + "#" + strconv.FormatInt(c.MaxSize, 10) + "#" + strconv.FormatInt(c.MaxEntry, 10)
+	// The store, its flights and its semantic index belong to one relay:
+	// they are named after its key pool (the hash of its keys' pool ids,
+	// which two sites with different keys never share), its upstreams (URLs
+	// and model aliases) and the sizes, so that a reload keeps them and
+	// another site never sees them.
+	c.storeID = "cache:" + rl.poolHash + ":" + rl.upstreamsFingerprint() + "#" + strconv.FormatInt(c.MaxSize, 10) + "#" + strconv.FormatInt(c.MaxEntry, 10)
+	if c.Semantic != nil {
+		c.storeID += "#semantic" // the index takes a share of max_size
+	}
 	v, _, err := cacheStores.LoadOrNew(c.storeID, func() (caddy.Destructor, error) {
-		return &sharedStore{store: cache.NewMemory(c.MaxSize, c.MaxEntry), group: new(cache.Group), semantic: newSemanticIndex()}, nil
+		storeBytes, indexBytes := c.MaxSize, int64(0)
+		if c.Semantic != nil {
+			indexBytes = c.MaxSize / semanticShare
+			storeBytes -= indexBytes
+		}
+		return &sharedStore{store: cache.NewMemory(storeBytes, c.MaxEntry), group: new(cache.Group), semantic: newSemanticIndex(indexBytes)}, nil
 	})
 	if err != nil {
 		return err
@@ -223,9 +235,11 @@ func (rl *Relay) cacheFor(client *Client, ar *apiRequest, r *http.Request) (*cac
 	if r.Method != http.MethodPost || ar.kind != bodyJSON || cl.control.noStore || !slices.Contains(c.Paths, ar.endpoint) {
 		return nil, cacheBypass
 	}
+	// Clients are known by their stable id (see Relay.ownerOf): two sites'
+	// clients of the same name are not one client.
 	scope := ""
 	if c.Scope == "client" {
-		scope = client.Name
+		scope = rl.ownerOf(client)
 	}
 	path := ar.endpoint
 	if r.URL.RawQuery != "" {
@@ -460,14 +474,15 @@ func (rec *recorder) finish(ctx context.Context, resp *http.Response, complete b
 		rec.flight.FailBody(bodyErr)
 		return
 	}
-	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 && !rec.flight.Overflowed() {
 		body := rec.flight.Body()
-		if int64(len(body)) <= rec.cl.c.MaxEntry {
+		stream := isEventStream(resp)
+		if int64(len(body)) <= rec.cl.c.MaxEntry && (!stream || streamEndedWell(rec.cl.endpoint, body)) {
 			rec.cl.c.store.Set(ctx, rec.cl.key, &cache.Entry{
 				Status: resp.StatusCode,
 				Header: cache.ReplayHeader(resp.Header),
 				Body:   body,
-				Stream: isEventStream(resp),
+				Stream: stream,
 				Stored: time.Now(),
 			}, time.Duration(rec.cl.c.TTL))
 			if rec.cl.vector != nil {
@@ -476,6 +491,30 @@ func (rec *recorder) finish(ctx context.Context, resp *http.Response, complete b
 		}
 	}
 	rec.flight.Finish()
+}
+
+// Events that end a stream badly: an error event in the middle of a chat
+// stream (a data line that is an error object), a Responses stream's error
+// or failure. A stream that carried one is not an answer to store, even if
+// its connection closed cleanly.
+var streamErrorMarks = [][]byte{
+	[]byte("data: {\"error\""), []byte("data:{\"error\""), []byte("event: error"),
+	[]byte(`"type":"error"`), []byte(`"type":"response.failed"`), []byte(`"type":"response.incomplete"`),
+}
+
+// streamEndedWell reports whether a stored stream is a whole answer: no
+// error event, and the end the API marks (data: [DONE] for chat and
+// completions, response.completed for the Responses API).
+func streamEndedWell(endpoint cache.Endpoint, body []byte) bool {
+	for _, m := range streamErrorMarks {
+		if bytes.Contains(body, m) {
+			return false
+		}
+	}
+	if endpoint == cache.EndpointResponses {
+		return bytes.Contains(body, []byte(`"type":"response.completed"`))
+	}
+	return bytes.Contains(body, []byte("[DONE]"))
 }
 
 // abandon lets the requests folded into this one go their own way when it

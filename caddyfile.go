@@ -38,6 +38,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			upstreams <name...>        # allowed upstreams; default all
 //			priority  high|normal|low  # queue order when the pool is busy; default normal
 //			budget    <usd> [daily|monthly]   # spend cap by the prices; default monthly
+//			objects   owned|shared     # stored objects it may name; default the relay's
 //			rpm <n>  tpm <n>  rpd <n>  tpd <n>  max_concurrent <n>  burst <duration>
 //		}
 //		client_auth none               # explicit opt-out of client keys
@@ -71,6 +72,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		token_estimate chars|tokenizer # default chars
 //		default_max_tokens <n>         # completion allowance without max tokens; default 0
 //		price <model-pattern> <usd per 1M input> <usd per 1M output> [<usd per 1M cached input>]   # repeatable
+//		objects       owned|shared     # default owned; see below
 //
 //		cache [memory] {
 //			ttl           <duration>       # default 1h
@@ -89,6 +91,15 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 // The short form `upstream <name> <url> { ... }` gives the URL on the
 // upstream line, and `upstream openai { key ... }` with no url means
 // https://api.openai.com/v1.
+//
+// Stored objects (files, responses, batches, vector stores, ...) belong to
+// the client whose request created them: another client naming one gets
+// the API's 404, and lists show a client its own. With `objects owned` (the
+// default) ids the relay never saw created are refused too; `objects
+// shared`, in the relay block or in one client's, lets that client name
+// them (objects made before the relay was put in front of the
+// organisation), never another client's. A client's setting wins over the
+// relay's.
 func (rl *Relay) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the directive name
 	if d.NextArg() {
@@ -233,6 +244,16 @@ func (rl *Relay) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			rl.ProbeBackoff = dur
 
+		case "objects":
+			if rl.Objects != "" {
+				return d.Err("objects already specified")
+			}
+			v, err := parseObjectsArg(d)
+			if err != nil {
+				return err
+			}
+			rl.Objects = v
+
 		case "default_max_tokens":
 			if rl.DefaultMaxTokens != 0 {
 				return d.Err("default_max_tokens already specified")
@@ -271,6 +292,11 @@ func parseClient(d *caddyfile.Dispenser) (*Client, error) {
 			if len(c.Models) == 0 {
 				return nil, d.ArgErr()
 			}
+		case "endpoints":
+			c.Endpoints = append(c.Endpoints, d.RemainingArgs()...)
+			if len(c.Endpoints) == 0 {
+				return nil, d.ArgErr()
+			}
 		case "upstreams":
 			c.Upstreams = append(c.Upstreams, d.RemainingArgs()...)
 			if len(c.Upstreams) == 0 {
@@ -302,6 +328,15 @@ func parseClient(d *caddyfile.Dispenser) (*Client, error) {
 			if _, ok := parsePriority(c.Priority); !ok {
 				return nil, d.Errf("priority must be high, normal or low, got %q", c.Priority)
 			}
+		case "objects":
+			if c.Objects != "" {
+				return nil, d.Err("objects already specified")
+			}
+			v, err := parseObjectsArg(d)
+			if err != nil {
+				return nil, err
+			}
+			c.Objects = v
 		default:
 			isLimit, err := parseLimit(d, &c.Limits)
 			if err != nil {
@@ -631,6 +666,18 @@ func parseHeaderOp(d *caddyfile.Dispenser, ops *headers.HeaderOps) error {
 		return d.Err(err.Error())
 	}
 	return nil
+}
+
+// parseObjectsArg reads the argument of `objects owned|shared`.
+func parseObjectsArg(d *caddyfile.Dispenser) (string, error) {
+	var v string
+	if !d.Args(&v) || d.NextArg() {
+		return "", d.Err("objects takes one argument: owned or shared")
+	}
+	if v != objectsOwned && v != objectsShared {
+		return "", d.Errf("objects must be owned or shared, got %q", v)
+	}
+	return v, nil
 }
 
 // parseIntArg reads the one integer argument of the current option, which

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"path"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -31,6 +32,15 @@ type Client struct {
 	// Default: any.
 	Models []string `json:"models,omitempty"`
 
+	// Endpoints lists the API paths after /v1 the client may call, as glob
+	// patterns (path.Match, where * stays within a segment); a pattern also
+	// admits the paths below it ("files" admits "files/file-abc/content").
+	// The endpoints that hand out an upstream-issued credential
+	// (realtime/client_secrets, realtime/sessions,
+	// realtime/transcription_sessions) are callable only when a pattern
+	// names them. Default: every other endpoint.
+	Endpoints []string `json:"endpoints,omitempty"`
+
 	// Upstreams lists the upstreams, by name, the client may use.
 	// Default: all.
 	Upstreams []string `json:"upstreams,omitempty"`
@@ -49,11 +59,22 @@ type Client struct {
 	// Default: none.
 	Budget *Budget `json:"budget,omitempty"`
 
+	// Objects is the relay's Objects for this client alone: "owned" (only
+	// the stored objects its own requests created) or "shared" (also those
+	// the relay never saw created). Default: the relay's, whose default is
+	// "owned".
+	Objects string `json:"objects,omitempty"`
+
 	allowed  upstreamSet // resolved from Upstreams
 	priority int
 	limiter  *limit.Limiter // nil without limits
 	stateID  string
 	state    *clientState
+	// ownerID is the client's stable id, owner of the objects it creates:
+	// its relay's key pool and its name (objects.go). sharedObjects is its
+	// objects setting resolved.
+	ownerID       string
+	sharedObjects bool
 }
 
 // clientStates holds every client's counters across reloads, for the admin
@@ -73,6 +94,38 @@ type clientState struct {
 	spendDay, spendMonth string
 	spentDay, spentMonth float64
 	spentTotal           float64
+	// reserved is what requests in flight are estimated to cost: a budget
+	// admits a request only while spent + reserved is under it.
+	reserved float64
+
+	// waiting counts the client's requests in the queue (see
+	// Relay.queueShare).
+	waiting atomic.Int64
+}
+
+// reserveSpend admits a request estimated at usd against budget, as long as
+// what is spent and reserved is under it; concurrent requests thus overshoot
+// the budget by at most one request's estimate.
+func (cs *clientState) reserveSpend(now time.Time, period string, budget, usd float64) bool {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	cs.rollover(now)
+	spent := cs.spentMonth
+	if period == "daily" {
+		spent = cs.spentDay
+	}
+	if spent+cs.reserved >= budget {
+		return false
+	}
+	cs.reserved += usd
+	return true
+}
+
+// releaseSpend gives back a reservation made by reserveSpend.
+func (cs *clientState) releaseSpend(usd float64) {
+	cs.mu.Lock()
+	cs.reserved = max(cs.reserved-usd, 0)
+	cs.mu.Unlock()
 }
 
 // addSpend adds usd to the client's spend in the periods now falls in.
@@ -177,6 +230,42 @@ func (c *Client) allowsModel(model string) bool {
 		}
 	}
 	return false
+}
+
+// credentialEndpoints answer with an ephemeral credential of the upstream
+// key (ek_…): whoever holds it talks to the upstream directly, past the
+// relay's limits and budgets, so a client gets one only when its endpoints
+// name them.
+var credentialEndpoints = []string{"realtime/client_secrets", "realtime/sessions", "realtime/transcription_sessions"}
+
+// allowsEndpoint reports whether the client may call endpoint (the path
+// after /v1).
+func (c *Client) allowsEndpoint(endpoint string) bool {
+	if len(c.Endpoints) == 0 {
+		return !slices.Contains(credentialEndpoints, endpoint)
+	}
+	for _, p := range c.Endpoints {
+		if endpointMatch(p, endpoint) {
+			return true
+		}
+	}
+	return false
+}
+
+// endpointMatch reports whether pattern matches endpoint or one of the
+// paths it lies below.
+func endpointMatch(pattern, endpoint string) bool {
+	pattern = strings.Trim(pattern, "/")
+	for p := endpoint; ; {
+		if ok, _ := path.Match(pattern, p); ok {
+			return true
+		}
+		i := strings.LastIndexByte(p, '/')
+		if i < 0 {
+			return false
+		}
+		p = p[:i]
+	}
 }
 
 // allowsUpstream reports whether the client may use the upstream at index i.

@@ -4,8 +4,8 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"path"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -108,16 +108,30 @@ type Relay struct {
 	// upstream call. Default: off.
 	Cache *CacheConfig `json:"cache,omitempty"`
 
+	// Objects says which stored objects (files, responses, batches, vector
+	// stores, ...) a client may name: "owned", only those the relay saw its
+	// requests create, or "shared", also those the relay never saw created
+	// (such as objects made before the relay was put in front of the
+	// organisation). Another client's objects are refused either way, and
+	// lists show a client only its own (with "shared", also those of no
+	// known owner). A client's own setting wins. Default: "owned".
+	Objects string `json:"objects,omitempty"`
+
 	clients clientTable
 	keys    []*poolKey
 	tiers   []*tier
 	retries int
 	queue   *limit.Queue
-	logger  *zap.Logger
-	ctx     context.Context // the config's: done when it is unloaded
+	// queueShare is how many requests one client may have waiting.
+	queueShare int
+	logger     *zap.Logger
+	ctx        context.Context // the config's: done when it is unloaded
 	// snapshotting is set once Provision has counted the config for the
 	// snapshot writer, so that Cleanup uncounts it exactly once.
 	snapshotting bool
+	// poolHash names the relay's key pool in its clients' stable ids
+	// (objects.go).
+	poolHash string
 }
 
 // tier is the upstreams of one priority and their keys.
@@ -190,6 +204,8 @@ func (rl *Relay) Provision(ctx caddy.Context) error {
 		return err
 	}
 	rl.queue = limit.NewQueue(rl.MaxQueue)
+	// Each client's share of the queue: all of it for a lone client.
+	rl.queueShare = max(1, (rl.MaxQueue+len(rl.Clients)-1)/max(1, len(rl.Clients)))
 	queues.add(rl.queue)
 
 	loadSnapshot(rl.logger)
@@ -208,10 +224,15 @@ func (rl *Relay) Provision(ctx caddy.Context) error {
 		}
 		names[u.Name] = i
 	}
+	// Keys first: a client's stable id is its name within the key pool.
+	if err := rl.provisionKeys(repl); err != nil {
+		return err
+	}
+	rl.hashKeyPool()
 	if err := rl.provisionClients(repl, names); err != nil {
 		return err
 	}
-	if err := rl.provisionKeys(repl); err != nil {
+	if err := rl.provisionObjects(); err != nil {
 		return err
 	}
 	if rl.Cache != nil {
@@ -240,6 +261,11 @@ func (rl *Relay) provisionClients(repl *caddy.Replacer, upstreamIndex map[string
 		if len(c.Keys) == 0 {
 			return fmt.Errorf("client %s: at least one key is required", c.Name)
 		}
+		for _, p := range slices.Concat(c.Models, c.Endpoints) {
+			if _, err := path.Match(p, ""); err != nil || p == "" {
+				return fmt.Errorf("client %s: %q is not a valid glob pattern", c.Name, p)
+			}
+		}
 		resolved := make([]string, 0, len(c.Keys))
 		for _, k := range c.Keys {
 			secret, err := repl.ReplaceOrErr(k, true, true)
@@ -267,7 +293,9 @@ func (rl *Relay) provisionClients(repl *caddy.Replacer, upstreamIndex map[string
 				return fmt.Errorf("client %s has a budget, but no price is configured: add `price <model-pattern> <usd per 1M input> <usd per 1M output>`", c.Name)
 			}
 		}
-		c.stateID = "client:" + c.Name + "#" + keyPoolID("", strings.Join(resolved, "\n"))
+		// The client's state (limits, spend) is named by its stable id, not
+		// by its keys: rotating a client's key keeps its spend and budget.
+		c.stateID = ownerID(rl.poolHash, c.Name)
 		if c.Limits != (Limits{}) {
 			c.limiter = loadLimiter(c.stateID, c.Limits)
 		}

@@ -39,6 +39,8 @@ type snapshot struct {
 	Retired  map[string]retiredSnapshot  `json:"retired,omitempty"`
 	Counters map[string]limit.DailyState `json:"counters,omitempty"`
 	Spend    map[string]spendSnapshot    `json:"spend,omitempty"`
+	// Objects are the stored objects' creating keys and owners (objects.go).
+	Objects *objectsSnapshot `json:"objects,omitempty"`
 }
 
 type spendSnapshot struct {
@@ -101,6 +103,8 @@ func loadSnapshot(logger *zap.Logger) {
 	if err != nil && logger != nil {
 		logger.Warn("could not read the saved relay state; starting afresh", zap.String("file", snapshotPath()), zap.Error(err))
 	}
+	objectOwners.restore(persisted.restore.Objects)
+	persisted.restore.Objects = nil
 }
 
 // restoreKey applies the saved retirement of a key whose state was just
@@ -161,6 +165,7 @@ func takeSnapshot() snapshot {
 		cs.mu.Unlock()
 		return true
 	})
+	s.Objects = objectOwners.snapshot()
 	return s
 }
 

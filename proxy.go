@@ -9,9 +9,11 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptrace"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -43,7 +45,12 @@ type proxyRequest struct {
 	// request names (noPin: none), found on the first try.
 	pinned *poolKey
 	queued time.Duration // time spent waiting for capacity
-	sentAt time.Time     // when the answered attempt was sent, for time to first token
+	// budgetHeld is the estimated cost reserved on the client's budget.
+	budgetHeld float64
+	// noRetry is set when the last attempt may have had its effect
+	// upstream and is not to be repeated (see createsObject).
+	noRetry bool
+	sentAt  time.Time // when the answered attempt was sent, for time to first token
 
 	reservation   limit.Multi // held for the attempt in progress
 	heldKey       *poolKey    // the key of reservation, nil when none is held
@@ -74,10 +81,11 @@ func (pr *proxyRequest) serve(w http.ResponseWriter) {
 	// Whatever happens (a panic included), capacity reserved and not yet
 	// settled is given back.
 	defer pr.releaseHeld()
-	if aerr := pr.overBudget(); aerr != nil {
+	if aerr := pr.reserveBudget(); aerr != nil {
 		aerr.write(w)
 		return
 	}
+	defer pr.releaseBudget()
 	if aerr := pr.tooLarge(); aerr != nil {
 		aerr.write(w)
 		return
@@ -109,6 +117,9 @@ func (pr *proxyRequest) serve(w http.ResponseWriter) {
 			return
 		}
 		last = f
+		if pr.noRetry {
+			break
+		}
 	}
 	pr.fail(w, last)
 }
@@ -132,7 +143,23 @@ func (pr *proxyRequest) attempt(w http.ResponseWriter, key *poolKey) (*failure, 
 	pr.repl.Set(phKey, key.id)
 	pr.repl.Set(phRetries, strconv.Itoa(pr.retries))
 
-	out, err := pr.outboundRequest(key)
+	ctx := pr.req.Context()
+	if pr.rec != nil {
+		// Identical requests follow this answer: the leader's client going
+		// away ends the upstream call only if none of them is left (the copy
+		// loop stops then too), so that they are not cut off with it.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(context.WithoutCancel(ctx))
+		defer cancel()
+		rec := pr.rec
+		stop := context.AfterFunc(pr.req.Context(), func() {
+			if rec.flight.Followers() == 0 {
+				cancel()
+			}
+		})
+		defer stop()
+	}
+	out, err := pr.outboundRequest(ctx, key)
 	if err != nil {
 		pr.release(key, false, 0)
 		errBadRequest("The request could not be prepared for the upstream: "+err.Error(), "").write(w)
@@ -140,10 +167,21 @@ func (pr *proxyRequest) attempt(w http.ResponseWriter, key *poolKey) (*failure, 
 	}
 
 	key.state.requests.Add(1)
+	var trace httptrace.ClientTrace
 	if lim := key.limiter.Limits(); lim.RPM > 0 || lim.TPM > 0 {
-		out = out.WithContext(httptrace.WithClientTrace(out.Context(), &httptrace.ClientTrace{
-			WroteHeaders: pr.sent,
-		}))
+		trace.WroteHeaders = pr.sent
+	}
+	onceOnly := pr.req.Method == http.MethodPost && createsObject(pr.api.endpoint)
+	var wrote atomic.Bool
+	if onceOnly {
+		trace.WroteRequest = func(i httptrace.WroteRequestInfo) {
+			if i.Err == nil {
+				wrote.Store(true)
+			}
+		}
+	}
+	if trace.WroteHeaders != nil || trace.WroteRequest != nil {
+		out = out.WithContext(httptrace.WithClientTrace(out.Context(), &trace))
 	}
 	start := time.Now()
 	resp, err := u.transport.RoundTrip(out)
@@ -164,6 +202,9 @@ func (pr *proxyRequest) attempt(w http.ResponseWriter, key *poolKey) (*failure, 
 		pr.failedUp = append(pr.failedUp, u)
 		pr.tried = append(pr.tried, key)
 		pr.count(key, outcomeNetwork.String())
+		// A request that creates an object and reached the upstream whole
+		// may have created it: sending it again could make two.
+		pr.noRetry = onceOnly && wrote.Load()
 		return &failure{outcome: outcomeNetwork, err: err}, false
 	}
 	key.state.observeLatency(elapsed)
@@ -231,10 +272,25 @@ func (pr *proxyRequest) attempt(w http.ResponseWriter, key *poolKey) (*failure, 
 		// requests, but it produced no tokens.
 		pr.release(key, true, 0)
 		pr.failedUp = append(pr.failedUp, u)
+		pr.noRetry = onceOnly // the upstream had it: it may have created the object
 		pr.rl.logger.Warn("upstream server error",
 			zap.String("upstream", u.Name), zap.String("key", key.id), zap.Int("status", resp.StatusCode))
 	}
+	scrubHeader(resp.Header, key.secret, u.base)
 	return &failure{outcome: oc, resp: resp, body: scrub(body, key.secret)}, false
+}
+
+// objectCreators are the first path segments of the endpoints whose POSTs
+// create a stored object (a file, an upload or its part, a batch, a
+// fine-tuning job, a vector store, ...): such a request is not idempotent,
+// and is not sent again once the upstream may have acted on it. Cancelling
+// is idempotent.
+var objectCreators = []string{"files", "uploads", "batches", "fine_tuning", "vector_stores",
+	"assistants", "threads", "conversations", "containers", "evals"}
+
+func createsObject(endpoint string) bool {
+	first, _, _ := strings.Cut(endpoint, "/")
+	return slices.Contains(objectCreators, first) && !strings.HasSuffix(endpoint, "/cancel")
 }
 
 // releaseHeld gives back a reservation still held when the request ends.
@@ -280,7 +336,7 @@ const maxErrorBody = 256 << 10
 // outboundRequest builds the request to the key's upstream: the client's
 // request with its credentials replaced by the key's, the model alias
 // applied, and hop-by-hop headers removed.
-func (pr *proxyRequest) outboundRequest(key *poolKey) (*http.Request, error) {
+func (pr *proxyRequest) outboundRequest(ctx context.Context, key *poolKey) (*http.Request, error) {
 	u := key.upstream
 	body, err := pr.api.bodyFor(u.upstreamModel(pr.api.model), pr.injectedUsage)
 	if err != nil {
@@ -294,7 +350,7 @@ func (pr *proxyRequest) outboundRequest(key *poolKey) (*http.Request, error) {
 	if pr.api.kind != bodyNone || len(body) > 0 {
 		rd = bytes.NewReader(body)
 	}
-	out, err := http.NewRequestWithContext(pr.req.Context(), pr.req.Method, target.String(), rd)
+	out, err := http.NewRequestWithContext(ctx, pr.req.Method, target.String(), rd)
 	if err != nil {
 		return nil, err
 	}
@@ -360,8 +416,29 @@ func removeConnectionHeaders(h http.Header) {
 	delete(h, "Connection")
 }
 
-// fail answers a request whose every attempt failed.
+// fail answers a request whose every attempt failed. Identical requests
+// folded into this one get the same answer: each of them running the whole
+// retry cycle again in turn would only repeat it.
 func (pr *proxyRequest) fail(w http.ResponseWriter, last *failure) {
+	if pr.rec == nil {
+		pr.writeFailure(w, last)
+		return
+	}
+	bw := &bufferWriter{header: make(http.Header)}
+	pr.writeFailure(bw, last)
+	resp := &http.Response{StatusCode: bw.status, Header: bw.header}
+	pr.rec.start(resp)
+	pr.rec.write(bw.body.Bytes())
+	pr.rec.finish(context.WithoutCancel(pr.req.Context()), resp, true, nil) // not 2xx: shared, never stored
+	for k, v := range bw.header {
+		w.Header()[k] = v
+	}
+	w.WriteHeader(bw.status)
+	_, _ = w.Write(bw.body.Bytes())
+}
+
+// writeFailure writes the answer to a request whose every attempt failed.
+func (pr *proxyRequest) writeFailure(w http.ResponseWriter, last *failure) {
 	if last == nil {
 		// Nothing could even be tried: every key is cooling or retired.
 		if wait, ok := pr.earliestReturn(); ok {
@@ -442,13 +519,4 @@ func isTimeout(err error) bool {
 	}
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
-}
-
-// scrub removes a key from an upstream's error body. OpenAI does not echo
-// full keys, but a compatible API might, and a key must never reach a client.
-func scrub(body []byte, secret string) []byte {
-	if secret == "" || !bytes.Contains(body, []byte(secret)) {
-		return body
-	}
-	return bytes.ReplaceAll(body, []byte(secret), []byte("[redacted]"))
 }

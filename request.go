@@ -150,7 +150,7 @@ func (ar *apiRequest) parseBody(method string, h http.Header) *apiError {
 		ar.kind = bodyMultipart
 		ar.boundary = params["boundary"]
 		return ar.parseMultipart()
-	case jsonEndpoints[ar.endpoint] || looksLikeJSON(ar.body):
+	case jsonEndpoints[ar.endpoint] || startsLikeJSONObject(ar.body):
 		// A JSON endpoint called with another type, as `curl -d` does
 		// (form-urlencoded), or a JSON object sent as text/plain to any
 		// endpoint: the upstream reads JSON whatever the type says, so the
@@ -169,8 +169,8 @@ func (ar *apiRequest) parseBody(method string, h http.Header) *apiError {
 	}
 }
 
-// looksLikeJSON reports whether a body starts as a JSON object does.
-func looksLikeJSON(body []byte) bool {
+// startsLikeJSONObject reports whether a body starts as a JSON object does.
+func startsLikeJSONObject(body []byte) bool {
 	trimmed := bytes.TrimLeft(body, " \t\r\n")
 	return len(trimmed) > 0 && trimmed[0] == '{'
 }

@@ -57,8 +57,14 @@ const maxUsageBody = 4 << 20
 // so that each event leaves as soon as it arrived.
 func (pr *proxyRequest) respond(w http.ResponseWriter, resp *http.Response, key *poolKey, success bool) {
 	defer resp.Body.Close()
+	scrubHeader(resp.Header, key.secret, key.upstream.base)
 	if success && pr.api.endpoint == "models" && len(pr.client.Models) > 0 {
 		pr.respondModels(w, resp, key)
+		return
+	}
+	// Lists of stored objects show the client its own (objects.go).
+	if success && pr.listsOwnObjects() {
+		pr.respondOwnList(w, resp, key)
 		return
 	}
 	copyResponseHeader(w.Header(), resp.Header)
@@ -105,18 +111,23 @@ func (pr *proxyRequest) respond(w http.ResponseWriter, resp *http.Response, key 
 	buf := *bufp
 	clientGone := false
 	firstEvent := tap != nil
+	scrub := newScrubber(key.secret)
 	var bodyErr error
 	for {
 		n, err := resp.Body.Read(buf)
-		if n > 0 {
-			chunk := buf[:n]
+		chunk := buf[:n]
+		if scrub != nil {
+			// At the end of the body, what the scrubber held goes too.
+			chunk = scrub.feed(chunk, err != nil)
+		}
+		if len(chunk) > 0 {
 			if pr.rec != nil {
 				pr.rec.write(chunk)
 			}
 			if tap != nil {
 				chunk = tap.feed(chunk)
 			} else if kept != nil && !tooLarge {
-				if kept.Len()+n > maxUsageBody {
+				if kept.Len()+len(chunk) > maxUsageBody {
 					// Too large to keep whole: usage read from a spliced
 					// answer would be wrong, so the estimate stands.
 					tooLarge = true
@@ -162,12 +173,19 @@ func (pr *proxyRequest) respond(w http.ResponseWriter, resp *http.Response, key 
 		kept = nil
 	}
 	pr.settle(key, success, tap, kept)
+	if bodyErr != nil && !clientGone {
+		// The upstream's body was cut: end the client's answer as an abort,
+		// as reverse_proxy does, so that it cannot pass for a whole one.
+		_ = rc.Flush()
+		panic(http.ErrAbortHandler)
+	}
 }
 
 // respondModels answers GET /v1/models for a client limited to some models
 // with the upstream's list less the models the client may not use.
 func (pr *proxyRequest) respondModels(w http.ResponseWriter, resp *http.Response, key *poolKey) {
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxUsageBody))
+	body = scrub(body, key.secret)
 	pr.release(key, true, 0)
 	if err != nil {
 		errUpstream(http.StatusBadGateway, "The upstream's model list could not be read.").write(w)

@@ -3,9 +3,11 @@ package openairelay
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -36,9 +38,15 @@ const (
 	defaultSemanticThreshold = 0.95
 
 	// The index of embeddings is bounded: per group (requests that differ
-	// only in their last user message) and in groups.
+	// only in their last user message), in groups, and in bytes, a share of
+	// the cache's max_size (semanticShare: the store gets the rest).
 	maxSemanticPerGroup = 256
 	maxSemanticGroups   = 4096
+	semanticShare       = 8 // the index may use 1/8 of max_size
+
+	// semanticEntryOverhead is what an entry costs beside its vector: the
+	// key, the slice header, the norm and the FIFO slot.
+	semanticEntryOverhead = 128
 )
 
 func (s *SemanticConfig) provision() error {
@@ -59,6 +67,11 @@ func (s *SemanticConfig) provision() error {
 type semanticIndex struct {
 	mu     sync.Mutex
 	groups map[cache.Key][]semanticEntry
+	// order lists entries oldest first (some may be gone already), for
+	// shrinking to maxBytes; bytes is what the entries take.
+	order           []semanticRef
+	bytes, maxBytes int64
+	n               int // entries held
 }
 
 type semanticEntry struct {
@@ -67,8 +80,51 @@ type semanticEntry struct {
 	norm float64
 }
 
-func newSemanticIndex() *semanticIndex {
-	return &semanticIndex{groups: make(map[cache.Key][]semanticEntry)}
+func (e semanticEntry) size() int64 { return int64(len(e.vec))*4 + semanticEntryOverhead }
+
+// semanticRef names an entry in the order entries were added.
+type semanticRef struct{ group, key cache.Key }
+
+func newSemanticIndex(maxBytes int64) *semanticIndex {
+	return &semanticIndex{groups: make(map[cache.Key][]semanticEntry), maxBytes: maxBytes}
+}
+
+// remove drops the entry of key from group, if there.
+func (ix *semanticIndex) remove(group, key cache.Key) {
+	entries := ix.groups[group]
+	for i, e := range entries {
+		if e.key == key {
+			ix.bytes -= e.size()
+			ix.n--
+			entries = slices.Delete(entries, i, i+1)
+			break
+		}
+	}
+	if len(entries) == 0 {
+		delete(ix.groups, group)
+	} else {
+		ix.groups[group] = entries
+	}
+}
+
+// forget drops an entry whose answer is no longer stored (evicted or
+// expired): the index shrinks with the store.
+func (ix *semanticIndex) forget(group, key cache.Key) {
+	ix.mu.Lock()
+	ix.remove(group, key)
+	ix.mu.Unlock()
+}
+
+// shrink drops the oldest entries until the index is within its bytes.
+func (ix *semanticIndex) shrink() {
+	for ix.bytes > ix.maxBytes && len(ix.order) > 0 {
+		ref := ix.order[0]
+		ix.order = ix.order[1:]
+		ix.remove(ref.group, ref.key)
+	}
+	if len(ix.order) == 0 {
+		ix.order = nil // let the drained backing array go
+	}
 }
 
 func norm(v []float32) float64 {
@@ -87,23 +143,49 @@ func (ix *semanticIndex) add(group, key cache.Key, vec []float32) {
 	}
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
-	entries, ok := ix.groups[group]
-	if !ok && len(ix.groups) >= maxSemanticGroups {
-		for g := range ix.groups { // a random group makes room
+	if _, ok := ix.groups[group]; !ok && len(ix.groups) >= maxSemanticGroups {
+		for g, entries := range ix.groups { // a random group makes room
+			for _, e := range entries {
+				ix.bytes -= e.size()
+			}
+			ix.n -= len(entries)
 			delete(ix.groups, g)
 			break
 		}
 	}
-	for i, e := range entries {
-		if e.key == key {
-			entries[i] = semanticEntry{key, vec, n}
-			return
-		}
-	}
+	ix.remove(group, key)
+	entries := ix.groups[group]
 	if len(entries) >= maxSemanticPerGroup {
+		ix.bytes -= entries[0].size()
+		ix.n--
 		entries = entries[1:]
 	}
-	ix.groups[group] = append(entries, semanticEntry{key, vec, n})
+	e := semanticEntry{key, vec, n}
+	ix.groups[group] = append(entries, e)
+	ix.bytes += e.size()
+	ix.n++
+	ix.order = append(ix.order, semanticRef{group, key})
+	ix.shrink()
+	if len(ix.order) > 2*ix.n+64 {
+		ix.compact()
+	}
+}
+
+// compact drops from order the refs of entries that are gone or were added
+// again later, so that order stays proportional to the index.
+func (ix *semanticIndex) compact() {
+	seen := make(map[semanticRef]bool, len(ix.order))
+	kept := make([]semanticRef, 0, len(ix.order)/2)
+	for i := len(ix.order) - 1; i >= 0; i-- {
+		ref := ix.order[i]
+		if seen[ref] || !slices.ContainsFunc(ix.groups[ref.group], func(e semanticEntry) bool { return e.key == ref.key }) {
+			continue
+		}
+		seen[ref] = true
+		kept = append(kept, ref)
+	}
+	slices.Reverse(kept)
+	ix.order = kept
 }
 
 // nearest returns the keys of the group's entries at least threshold
@@ -220,13 +302,13 @@ func (pr *proxyRequest) serveSemantic(w http.ResponseWriter, cl *cacheLookup) bo
 	}
 	scope := ""
 	if cl.c.Scope == "client" {
-		scope = pr.client.Name
+		scope = pr.rl.ownerOf(pr.client)
 	}
 	group, ok, err := cache.Identity(scope, http.MethodPost, pr.api.endpoint+"#semantic", pr.api.model, rest, &cl.c.identity)
 	if err != nil || !ok {
 		return false
 	}
-	vec, err := pr.rl.embed(pr.req, sem.Model, text)
+	vec, err := pr.rl.embed(pr.req, pr.client, sem.Model, text)
 	if err != nil {
 		pr.rl.logger.Debug("semantic cache: embedding failed; exact matching only", zap.Error(err))
 		return false
@@ -236,21 +318,38 @@ func (pr *proxyRequest) serveSemantic(w http.ResponseWriter, cl *cacheLookup) bo
 		return false // indexed once stored, but not looked up
 	}
 	for _, key := range cl.c.semantic.nearest(group, vec, sem.Threshold) {
-		if e, ok := cl.c.store.Get(pr.req.Context(), key); ok && pr.serveEntry(w, cl, e) {
+		e, ok := cl.c.store.Get(pr.req.Context(), key)
+		if !ok {
+			cl.c.semantic.forget(group, key)
+			continue
+		}
+		if pr.serveEntry(w, cl, e) {
 			return true
 		}
 	}
 	return false
 }
 
-// internalClient is the client of the relay's own requests (embeddings for
-// the semantic cache): no limits of its own; the keys' limits apply.
+// internalClient routes the relay's own requests at provision time (is the
+// semantic cache's embedding model served at all?): no limits of its own.
 var internalClient = &Client{Name: "openai_relay", priority: priorityNormal,
 	state: &clientState{name: "openai_relay", priority: "normal"}}
 
-// embed embeds text with model through the relay's own upstreams, as an
-// ordinary request would go: key choice, limits, retries.
-func (rl *Relay) embed(orig *http.Request, model, text string) ([]float32, error) {
+// embed embeds text with model for client, as an ordinary request of that
+// client would go: through the upstreams it may use, within its limits and
+// budget (the embedding is spent by it), with key choice and retries. The
+// client's model allow-list does not apply: the relay chose the model.
+func (rl *Relay) embed(orig *http.Request, client *Client, model, text string) (vec []float32, err error) {
+	defer func() {
+		// An embedding answer cut short aborts only the embedding: the
+		// request it was for goes on with exact matching.
+		if r := recover(); r != nil {
+			if r != http.ErrAbortHandler {
+				panic(r)
+			}
+			vec, err = nil, errors.New("the embeddings answer was cut short")
+		}
+	}()
 	body, err := json.Marshal(map[string]string{"model": model, "input": text})
 	if err != nil {
 		return nil, err
@@ -259,9 +358,9 @@ func (rl *Relay) embed(orig *http.Request, model, text string) ([]float32, error
 	if aerr := ar.parseBody(http.MethodPost, http.Header{"Content-Type": {"application/json"}}); aerr != nil {
 		return nil, aerr
 	}
-	route := rl.route(internalClient, model)
+	route := rl.route(client, model)
 	if route.empty() {
-		return nil, fmt.Errorf("no upstream serves the embedding model %q", model)
+		return nil, fmt.Errorf("no upstream this client may use serves the embedding model %q", model)
 	}
 	req, err := http.NewRequestWithContext(orig.Context(), http.MethodPost, "/v1/embeddings", bytes.NewReader(body))
 	if err != nil {
@@ -269,8 +368,8 @@ func (rl *Relay) embed(orig *http.Request, model, text string) ([]float32, error
 	}
 	req.Header.Set("Content-Type", "application/json")
 	pr := &proxyRequest{
-		rl: rl, client: internalClient, req: req, api: ar, route: route, repl: caddy.NewReplacer(),
-		priority: priorityNormal, deadline: time.Now().Add(time.Duration(rl.MaxWait)),
+		rl: rl, client: client, req: req, api: ar, route: route, repl: caddy.NewReplacer(),
+		priority: client.priority, deadline: time.Now().Add(time.Duration(rl.MaxWait)),
 		promptEst: rl.estimatePrompt(ar),
 	}
 	pr.cost = pr.promptEst

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"iter"
+	"math"
 	"net/http"
 	"strings"
 	"sync"
@@ -45,7 +46,19 @@ func (rl *Relay) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 	repl.Set(phClient, client.Name)
 	client.state.requests.Add(1)
 
+	// The API takes GET, POST and DELETE: anything else (TRACE, PUT, …)
+	// is refused before it can reach an upstream that might echo it.
+	if r.Method != http.MethodGet && r.Method != http.MethodPost && r.Method != http.MethodDelete {
+		(&apiError{Status: http.StatusMethodNotAllowed, Type: "invalid_request_error", Code: "method_not_allowed",
+			Message: "Invalid method for URL (" + truncateForMessage(r.Method) + " " + truncateForMessage(r.URL.Path) + ")"}).write(w)
+		return nil
+	}
 	endpoint, ok := apiEndpoint(r.URL.Path)
+	if ok && !client.allowsEndpoint(endpoint) {
+		(&apiError{Status: http.StatusForbidden, Type: "invalid_request_error", Code: "endpoint_not_allowed",
+			Message: "This client may not call " + truncateForMessage(r.URL.Path) + " through this relay."}).write(w)
+		return nil
+	}
 	if !ok {
 		(&apiError{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "unknown_url",
 			Message: "Invalid URL (" + r.Method + " " + truncateForMessage(r.URL.Path) + ")"}).write(w)
@@ -99,6 +112,13 @@ func (rl *Relay) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 	}
 	pr.cost = pr.promptEst + rl.completionAllowance(ar)
 
+	// Stored objects of other clients are refused before the cache and
+	// any upstream call (objects.go).
+	if aerr := pr.checkObjects(); aerr != nil {
+		aerr.write(w)
+		return nil
+	}
+
 	cl, result := rl.cacheFor(client, ar, r)
 	if result == cacheBypass {
 		pr.markCache(w.Header(), cacheBypass)
@@ -127,6 +147,8 @@ func (pr *proxyRequest) joinFlight(w http.ResponseWriter, cl *cacheLookup) bool 
 	for {
 		f, leader := cl.c.group.Join(cl.key)
 		if leader {
+			// The flight buffers no more than the store would keep.
+			f.SetLimit(int(min(cl.c.MaxEntry, math.MaxInt32)))
 			pr.rec = &recorder{cl: cl, flight: f}
 			return true
 		}

@@ -3,7 +3,9 @@ package openairelay
 import (
 	"fmt"
 	"math"
+	"net/http"
 	"path"
+	"strings"
 	"time"
 )
 
@@ -106,16 +108,56 @@ func (pr *proxyRequest) spend(u usage) {
 	pr.client.state.addSpend(time.Now(), usd)
 }
 
-// overBudget returns a 429 for a client that has spent its budget.
-func (pr *proxyRequest) overBudget() *apiError {
+// unpriced are the endpoints whose answers carry no token usage, and so
+// cost what the price table cannot say: a client with a budget may not call
+// them (its budget could not hold). Images and transcriptions by token-billed
+// models (gpt-image-*, gpt-4o-*transcribe) report usage and are priced.
+func unpriced(endpoint, model string) bool {
+	switch endpoint {
+	case "audio/speech", "batches", "fine_tuning/jobs", "images/variations":
+		return true
+	case "images/generations", "images/edits":
+		return !strings.HasPrefix(model, "gpt-image")
+	case "audio/transcriptions", "audio/translations":
+		return !strings.Contains(model, "transcribe")
+	}
+	return false
+}
+
+// reserveBudget takes the request's estimated cost from the client's budget
+// before the call (overBudget's answer when the budget is spent), so that
+// concurrent requests cannot all pass on the same remainder; the
+// reservation is given back by releaseBudget once the answer's usage is
+// spent.
+func (pr *proxyRequest) reserveBudget() *apiError {
 	b := pr.client.Budget
 	if b == nil {
 		return nil
 	}
+	if pr.req.Method == http.MethodPost && unpriced(pr.api.endpoint, pr.api.model) {
+		return &apiError{Status: http.StatusForbidden, Type: "invalid_request_error", Code: "unpriced_endpoint",
+			Message: "This client has a budget, and answers of " + truncateForMessage(pr.api.endpoint) + " carry no usage the relay could price."}
+	}
+	est, _ := pr.rl.cost(pr.api.model, usage{prompt: pr.promptEst, completion: pr.api.maxOut})
 	now := time.Now()
-	if pr.client.state.spent(b.Period, now) < b.USD {
+	if pr.client.state.reserveSpend(now, b.Period, b.USD, est) {
+		pr.budgetHeld = est
 		return nil
 	}
+	return pr.overBudget(now)
+}
+
+// releaseBudget gives back the budget reservation, once.
+func (pr *proxyRequest) releaseBudget() {
+	if pr.client.Budget != nil {
+		pr.client.state.releaseSpend(pr.budgetHeld)
+		pr.budgetHeld = 0
+	}
+}
+
+// overBudget is the 429 for a client that has spent its budget.
+func (pr *proxyRequest) overBudget(now time.Time) *apiError {
+	b := pr.client.Budget
 	return &apiError{
 		Status: 429, Type: "insufficient_quota", Code: "insufficient_quota",
 		Message:    fmt.Sprintf("This client has spent its %s budget of $%.2f. It renews at %s.", b.Period, b.USD, periodEnd(b.Period, now).Format(time.RFC3339)),

@@ -84,6 +84,10 @@ type Flight struct {
 	body      []byte
 	err       error
 	followers int
+	// limit bounds body (0: none). Past it the flight takes no more
+	// followers, and keeps bytes only while a follower still reads them.
+	limit    int
+	overflow bool
 	// changed is closed, and replaced, when the flight changes while followers wait
 	// on it: a broadcast that works with select and contexts.
 	changed chan struct{}
@@ -117,12 +121,41 @@ func (f *Flight) Write(p []byte) {
 		return
 	}
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	if f.state != streaming {
+		f.mu.Unlock()
 		return
 	}
-	f.body = append(f.body, p...)
-	f.signal()
+	overflowed := false
+	if f.limit > 0 && !f.overflow && len(f.body)+len(p) > f.limit {
+		// Too large to share whole: later identical requests start their
+		// own flight, and the bytes stay only for followers already here.
+		f.overflow, overflowed = true, true
+	}
+	if f.overflow && f.followers == 0 {
+		f.body = nil
+	} else {
+		f.body = append(f.body, p...)
+		f.signal()
+	}
+	f.mu.Unlock()
+	if overflowed {
+		f.g.leave(f) // after f.mu: Join locks the group first
+	}
+}
+
+// SetLimit bounds what the flight buffers to n bytes (see Write).
+func (f *Flight) SetLimit(n int) {
+	f.mu.Lock()
+	f.limit = n
+	f.mu.Unlock()
+}
+
+// Overflowed reports whether the body outgrew the limit: Body is then not
+// the whole answer.
+func (f *Flight) Overflowed() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.overflow
 }
 
 // Finish marks the body complete. The flight leaves the group, so later requests start

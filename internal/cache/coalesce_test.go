@@ -408,3 +408,48 @@ func BenchmarkGroupFanOut(b *testing.B) {
 		wg.Wait()
 	}
 }
+
+func TestFlightStopsBufferingPastItsLimit(t *testing.T) {
+	var g Group
+	k := Key{7}
+	f, leader := g.Join(k)
+	if !leader {
+		t.Fatal("first Join is not the leader")
+	}
+	f.SetLimit(10)
+	f.Start(200, nil)
+	f.Write([]byte("12345"))
+	f.Write([]byte("678901"))
+	if !f.Overflowed() || len(f.Body()) != 0 {
+		t.Fatalf("overflowed %v, body %q; want the flight to drop its bytes with no follower", f.Overflowed(), f.Body())
+	}
+	if _, leader := g.Join(k); !leader {
+		t.Error("a request after the overflow joined the big flight; want a flight of its own")
+	}
+	f.Finish()
+
+	// A follower already reading keeps receiving everything.
+	var g2 Group
+	f2, _ := g2.Join(k)
+	f2.SetLimit(4)
+	fol, _ := g2.Join(k)
+	f2.Start(200, nil)
+	rd, err := fol.Follow(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f2.Write([]byte("abc"))
+	f2.Write([]byte("defg"))
+	f2.Finish()
+	var got []byte
+	for {
+		p, err := rd.Next(context.Background())
+		got = append(got, p...)
+		if err != nil {
+			break
+		}
+	}
+	if string(got) != "abcdefg" {
+		t.Errorf("follower read %q; want the whole body", got)
+	}
+}

@@ -1,0 +1,185 @@
+package openairelay_test
+
+import (
+	"bytes"
+	"mime/multipart"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddyrelay/openairelay/internal/fakeopenai"
+)
+
+// TestE2EFairShares checks what keeps clients of one pool from crowding
+// each other out or spending around their budgets: a budget is reserved
+// before the call, answers without usage are refused to budgeted clients,
+// one client holds only its share of the queue, and an upload that reached
+// the upstream is not sent twice.
+func TestE2EFairShares(t *testing.T) {
+	fake := fakeopenai.New(fakeopenai.Options{})
+	defer fake.Close()
+	keys, ks := setKeys(t, fake, "fair", 1, fakeopenai.KeyLimits{})
+	startRelay(t, fake, `
+		client thrifty {
+			key rk-fair-thrifty
+			budget 0.000001 daily
+		}
+		client busy {
+			key rk-fair-busy
+		}
+		client calm {
+			key rk-fair-calm
+		}
+		upstream fair {UPSTREAM} {
+			max_concurrent 1
+`+keys+`		}
+		price gpt-4o-mini 1 1
+		max_queue 4
+		max_wait 10s
+		retries 2`)
+
+	t.Run("budget reserved before the call", func(t *testing.T) {
+		fake.ResetRecords()
+		// One request costs more than the whole budget: of ten at once,
+		// one passes, not ten.
+		fake.AddFault(fakeopenai.Fault{Latency: 300 * time.Millisecond, Count: 1})
+		body := `{"model":"gpt-4o-mini","max_tokens":5,"messages":[{"role":"user","content":"spend it all at once, all of you"}]}`
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		codes := map[int]int{}
+		for range 10 {
+			wg.Go(func() {
+				code, _, _ := rawPost(t, "rk-fair-thrifty", "/chat/completions", body)
+				mu.Lock()
+				codes[code]++
+				mu.Unlock()
+			})
+		}
+		wg.Wait()
+		if codes[200] != 1 || codes[429] != 9 {
+			t.Errorf("answers %v; want one 200 and nine 429", codes)
+		}
+		if c := fake.Count(ks[0]); c != 1 {
+			t.Errorf("upstream saw %d requests; want 1", c)
+		}
+	})
+
+	t.Run("unpriced endpoints refused to a budgeted client", func(t *testing.T) {
+		code, _, b := rawPost(t, "rk-fair-thrifty", "/audio/speech", `{"model":"gpt-4o-mini-tts","input":"hi","voice":"alloy"}`)
+		if code != http.StatusForbidden || !strings.Contains(b, "unpriced_endpoint") {
+			t.Errorf("audio/speech for a budgeted client: %d %s; want 403 unpriced_endpoint", code, b)
+		}
+	})
+
+	t.Run("one client holds only its share of the queue", func(t *testing.T) {
+		fake.ResetRecords()
+		// The key takes one request at a time and each takes a second:
+		// busy's requests queue; with three clients and max_queue 4, busy
+		// may have two waiting.
+		fake.ClearFaults()
+		fake.AddFault(fakeopenai.Fault{Latency: time.Second, Count: 4})
+		body := `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"queue me"}]}`
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		busy := map[int]int{}
+		for i := range 4 {
+			wg.Go(func() {
+				time.Sleep(time.Duration(i) * 50 * time.Millisecond)
+				code, _, _ := rawPost(t, "rk-fair-busy", "/chat/completions", body)
+				mu.Lock()
+				busy[code]++
+				mu.Unlock()
+			})
+		}
+		time.Sleep(400 * time.Millisecond)
+		calm, _, b := rawPost(t, "rk-fair-calm", "/chat/completions", body)
+		wg.Wait()
+		if calm != 200 {
+			t.Errorf("calm, queued behind busy: %d %s", calm, b)
+		}
+		if busy[429] != 1 || busy[200] != 3 {
+			t.Errorf("busy's answers %v; want three served (one in flight, two waiting) and one refused", busy)
+		}
+	})
+
+	t.Run("an upload is not sent twice", func(t *testing.T) {
+		fake.ResetRecords()
+		fake.ClearFaults()
+		fake.AddFault(fakeopenai.Fault{Status: 500, Path: "/files", Count: 1})
+		var buf bytes.Buffer
+		mw := multipart.NewWriter(&buf)
+		mw.WriteField("purpose", "batch")
+		fw, _ := mw.CreateFormFile("file", "in.jsonl")
+		fw.Write([]byte(`{"custom_id":"1"}` + "\n"))
+		mw.Close()
+		req, _ := http.NewRequest(http.MethodPost, relayBase+"/files", &buf)
+		req.Header.Set("Authorization", "Bearer rk-fair-calm")
+		req.Header.Set("Content-Type", mw.FormDataContentType())
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 500 {
+			t.Errorf("upload after an upstream 500: %d; want the 500", resp.StatusCode)
+		}
+		if c := fake.Count(ks[0]); c != 1 {
+			t.Errorf("the upload reached the upstream %d times; want once", c)
+		}
+	})
+}
+
+// TestE2EClientKeyRotationKeepsSpend checks that a client's spend (and so
+// its budget) is its own, not its key's: a new key keeps what it spent.
+func TestE2EClientKeyRotationKeepsSpend(t *testing.T) {
+	fake := fakeopenai.New(fakeopenai.Options{})
+	defer fake.Close()
+	keys, _ := setKeys(t, fake, "rotate", 1, fakeopenai.KeyLimits{})
+	config := func(clientKey string) string {
+		return `
+		client rotating {
+			key ` + clientKey + `
+		}
+		upstream rotate {UPSTREAM} {
+` + keys + `		}
+		price gpt-4o-mini 1 1`
+	}
+	spent := func() float64 {
+		var clients []struct {
+			Name       string  `json:"name"`
+			SpentMonth float64 `json:"spent_usd_this_month"`
+		}
+		adminGet(t, "/openai_relay/clients", &clients)
+		for _, c := range clients {
+			if c.Name == "rotating" {
+				return c.SpentMonth
+			}
+		}
+		t.Fatalf("client rotating not in the admin API: %+v", clients)
+		return 0
+	}
+	body := `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"what did I spend"}]}`
+	startRelay(t, fake, config("rk-rotate-old"))
+	if code, _, b := rawPost(t, "rk-rotate-old", "/chat/completions", body); code != 200 {
+		t.Fatalf("first request: %d %s", code, b)
+	}
+	before := spent()
+	if before <= 0 {
+		t.Fatalf("spent %v after a priced request", before)
+	}
+	startRelay(t, fake, config("rk-rotate-new"))
+	if code, _, _ := rawPost(t, "rk-rotate-old", "/chat/completions", body); code != http.StatusUnauthorized {
+		t.Errorf("the old key still works: %d", code)
+	}
+	if got := spent(); got != before {
+		t.Errorf("after the key changed the client has spent %v; want the %v it had", got, before)
+	}
+	if code, _, b := rawPost(t, "rk-rotate-new", "/chat/completions", body); code != 200 {
+		t.Fatalf("request with the new key: %d %s", code, b)
+	}
+	if got := spent(); got <= before {
+		t.Errorf("spend %v after another request; want more than %v", got, before)
+	}
+}
