@@ -777,6 +777,7 @@ func TestBadInputModelSmuggling(t *testing.T) {
 		{"nested session.model", "/v1/realtime/client_secrets", "application/json", `{"session":{"type":"realtime","model":"gpt-4o"}}`, 403},
 		{"two model parts", "/v1/audio/transcriptions", twoModels, string(twoModelsBody), 400},
 		{"a model part sent as a file", "/v1/audio/transcriptions", fileModel, string(fileModelBody), 400},
+		{"a batch, whose models the relay cannot see", "/v1/batches", "application/json", `{"input_file_id":"file-abc","endpoint":"/v1/chat/completions","completion_window":"24h"}`, 403},
 	}
 	for _, tc := range shapes {
 		m := f.mark()
@@ -1436,4 +1437,24 @@ func TestBadInputMethodsAndEndpoints(t *testing.T) {
 		f.assertNothingUpstream(m, path)
 	}
 	f.assertStillServes("endpoints")
+}
+
+// TestBadInputModelListFailsClosed checks that a model list the relay
+// cannot read is not passed on unfiltered to a client limited to some
+// models.
+func TestBadInputModelListFailsClosed(t *testing.T) {
+	f := newBadFixture(t, "modellist", fakeopenai.Options{}, badBlocks{client: "models gpt-4o-mini"})
+	get := func() rawResp {
+		req, _ := http.NewRequest(http.MethodGet, "http://localhost:"+httpPort+"/v1/models", nil)
+		req.Header.Set("Authorization", "Bearer "+f.clientKey)
+		return f.do(req)
+	}
+	if r := get(); r.status != http.StatusOK || !bytes.Contains(r.body, []byte(`"gpt-4o-mini"`)) || bytes.Contains(r.body, []byte(`"gpt-4o"`)) {
+		t.Errorf("model list: %s; want gpt-4o-mini only", r)
+	}
+	for _, body := range []string{`{"object":"list","data":"gpt-4o"}`, `["gpt-4o"]`, `{"object":"list"}`} {
+		f.fake.AddFault(fakeopenai.Fault{Status: http.StatusOK, Path: "/models", Body: body, Count: 1})
+		assertOpenAIError(t, "model list "+body, get(), http.StatusBadGateway, "", "")
+	}
+	f.assertStillServes("unreadable model lists")
 }

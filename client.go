@@ -244,12 +244,26 @@ func (c *Client) allowsEndpoint(endpoint string) bool {
 	if len(c.Endpoints) == 0 {
 		return !slices.Contains(credentialEndpoints, endpoint)
 	}
+	return c.namesEndpoint(endpoint)
+}
+
+// namesEndpoint reports whether the client's endpoints name endpoint.
+func (c *Client) namesEndpoint(endpoint string) bool {
 	for _, p := range c.Endpoints {
 		if endpointMatch(p, endpoint) {
 			return true
 		}
 	}
 	return false
+}
+
+// allowsBatches reports whether the client may create batches. A batch's
+// models are in the lines of its input file, which the relay does not
+// read: a client limited to some models may create batches only when its
+// endpoints name "batches", as the operator's word that its files are
+// trusted.
+func (c *Client) allowsBatches() bool {
+	return len(c.Models) == 0 || c.namesEndpoint("batches")
 }
 
 // endpointMatch reports whether pattern matches endpoint or one of the

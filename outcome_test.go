@@ -1,6 +1,12 @@
 package openairelay
 
-import "testing"
+import (
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+)
 
 func TestClassify(t *testing.T) {
 	const (
@@ -58,5 +64,26 @@ func TestDeadReasonNamesNoMessage(t *testing.T) {
 	}
 	if got := deadReason(429, []byte(`{"error":{"type":"insufficient_quota"}}`)); got != "429 insufficient_quota" {
 		t.Errorf("deadReason = %q", got)
+	}
+}
+
+func TestCoolUntil(t *testing.T) {
+	rl := &Relay{Cooldown: caddy.Duration(10 * time.Second)}
+	now := time.Unix(1_800_000_000, 0)
+	tests := []struct {
+		name string
+		h    http.Header
+		want time.Duration
+	}{
+		{"retry-after-ms", http.Header{"Retry-After-Ms": {"1500"}}, 1500 * time.Millisecond},
+		{"retry-after", http.Header{"Retry-After": {"3"}}, 3 * time.Second},
+		{"nothing said", http.Header{}, 10 * time.Second},
+		{"years", http.Header{"Retry-After": {"900000000"}}, time.Hour},
+		{"a reset far away", http.Header{"X-Ratelimit-Remaining-Requests": {"0"}, "X-Ratelimit-Reset-Requests": {"72h"}}, time.Hour},
+	}
+	for _, tt := range tests {
+		if got := rl.coolUntil(tt.h, now).Sub(now); got != tt.want {
+			t.Errorf("%s: cools %v; want %v", tt.name, got, tt.want)
+		}
 	}
 }

@@ -117,10 +117,15 @@ func restoreKey(poolID string, ks *keyState, probeBackoff time.Duration) {
 	if !ok {
 		return
 	}
+	if r.Reason == "" {
+		return // not a retirement: a damaged entry retires nothing
+	}
 	ks.mu.Lock()
 	defer ks.mu.Unlock()
 	ks.retiredReason, ks.retiredAt, ks.manual = r.Reason, r.At, r.Manual
-	ks.probeBackoff = max(r.ProbeBackoff, probeBackoff)
+	// A damaged or hand-edited backoff must not keep the key from its
+	// probes for longer than the longest backoff.
+	ks.probeBackoff = min(max(r.ProbeBackoff, probeBackoff), maxProbeDelay)
 	ks.nextProbe = time.Now().Add(ks.probeBackoff)
 }
 

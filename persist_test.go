@@ -62,3 +62,29 @@ func TestSnapshotRoundTrip(t *testing.T) {
 		t.Error("the snapshot was applied twice")
 	}
 }
+
+// TestRestoreKeyCopesWithDamage checks that a damaged snapshot entry
+// neither retires a key without a reason nor keeps it from its probes.
+func TestRestoreKeyCopesWithDamage(t *testing.T) {
+	persisted.mu.Lock()
+	saved := persisted.restore.Retired
+	persisted.restore.Retired = map[string]retiredSnapshot{
+		"blank": {Reason: ""},
+		"huge":  {Reason: "401 invalid_api_key", ProbeBackoff: 1 << 62},
+	}
+	persisted.mu.Unlock()
+	defer func() {
+		persisted.mu.Lock()
+		persisted.restore.Retired = saved
+		persisted.mu.Unlock()
+	}()
+	var blank, huge keyState
+	restoreKey("blank", &blank, time.Second)
+	if blank.retired() {
+		t.Error("an entry without a reason retired the key")
+	}
+	restoreKey("huge", &huge, time.Second)
+	if !huge.retired() || huge.probeBackoff != maxProbeDelay || time.Until(huge.nextProbe) > maxProbeDelay {
+		t.Errorf("restored backoff %v, next probe in %v; want at most %v", huge.probeBackoff, time.Until(huge.nextProbe), maxProbeDelay)
+	}
+}

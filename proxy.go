@@ -255,10 +255,7 @@ func (pr *proxyRequest) attempt(w http.ResponseWriter, key *poolKey) (*failure, 
 		// The upstream refused the request, so it counted nothing: give
 		// the reservation back, and rest the key (and its limit group).
 		pr.release(key, false, 0)
-		until, ok := limit.RetryAfter(resp.Header, now)
-		if !ok {
-			until = now.Add(time.Duration(pr.rl.Cooldown))
-		}
+		until := pr.rl.coolUntil(resp.Header, now)
 		// The upstream's bucket is empty: when the cool-down ends, one
 		// request fits, not a bucketful.
 		key.limiter.Exhausted(until, pr.cost)
@@ -291,6 +288,25 @@ var objectCreators = []string{"files", "uploads", "batches", "fine_tuning", "vec
 func createsObject(endpoint string) bool {
 	first, _, _ := strings.Cut(endpoint, "/")
 	return slices.Contains(objectCreators, first) && !strings.HasSuffix(endpoint, "/cancel")
+}
+
+// maxCooldown bounds the rest a 429 can impose on a key: an upstream that
+// says to wait for years (or a header that is garbage) must not take the
+// key out for good. A key still limited after it gets another 429.
+const maxCooldown = time.Hour
+
+// coolUntil is when a key that got a 429 at now may be tried again: when
+// the answer says (retry-after-ms, Retry-After, the reset headers), else
+// after the relay's cooldown, and never more than maxCooldown away.
+func (rl *Relay) coolUntil(h http.Header, now time.Time) time.Time {
+	until, ok := limit.RetryAfter(h, now)
+	if !ok {
+		until = now.Add(time.Duration(rl.Cooldown))
+	}
+	if limitAt := now.Add(maxCooldown); until.After(limitAt) {
+		return limitAt
+	}
+	return until
 }
 
 // releaseHeld gives back a reservation still held when the request ends.

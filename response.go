@@ -58,7 +58,7 @@ const maxUsageBody = 4 << 20
 func (pr *proxyRequest) respond(w http.ResponseWriter, resp *http.Response, key *poolKey, success bool) {
 	defer resp.Body.Close()
 	scrubHeader(resp.Header, key.secret, key.upstream.base)
-	if success && pr.api.endpoint == "models" && len(pr.client.Models) > 0 {
+	if success && strings.TrimSuffix(pr.api.endpoint, "/") == "models" && len(pr.client.Models) > 0 {
 		pr.respondModels(w, resp, key)
 		return
 	}
@@ -184,31 +184,32 @@ func (pr *proxyRequest) respond(w http.ResponseWriter, resp *http.Response, key 
 // respondModels answers GET /v1/models for a client limited to some models
 // with the upstream's list less the models the client may not use.
 func (pr *proxyRequest) respondModels(w http.ResponseWriter, resp *http.Response, key *poolKey) {
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxUsageBody))
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxUsageBody+1))
 	body = scrub(body, key.secret)
 	pr.release(key, true, 0)
-	if err != nil {
-		errUpstream(http.StatusBadGateway, "The upstream's model list could not be read.").write(w)
-		return
-	}
 	var list struct {
 		Object string            `json:"object"`
 		Data   []json.RawMessage `json:"data"`
 	}
-	if json.Unmarshal(body, &list) == nil && list.Data != nil {
-		kept := list.Data[:0]
-		for _, m := range list.Data {
-			var model struct {
-				ID string `json:"id"`
-			}
-			if json.Unmarshal(m, &model) == nil && pr.client.allowsModel(model.ID) {
-				kept = append(kept, m)
-			}
+	// A list the relay cannot read whole is not passed on unfiltered: the
+	// client would see models it may not use.
+	if err != nil || len(body) > maxUsageBody || json.Unmarshal(body, &list) != nil || list.Data == nil {
+		errUpstream(http.StatusBadGateway, "The upstream's model list could not be read.").write(w)
+		return
+	}
+	kept := list.Data[:0]
+	for _, m := range list.Data {
+		var model struct {
+			ID string `json:"id"`
 		}
-		list.Data = kept
-		if filtered, err := json.Marshal(list); err == nil {
-			body = filtered
+		if json.Unmarshal(m, &model) == nil && model.ID != "" && pr.client.allowsModel(model.ID) {
+			kept = append(kept, m)
 		}
+	}
+	list.Data = kept
+	if body, err = json.Marshal(list); err != nil {
+		errUpstream(http.StatusBadGateway, "The upstream's model list could not be read.").write(w)
+		return
 	}
 	copyResponseHeader(w.Header(), resp.Header)
 	w.Header().Del("Content-Length")

@@ -91,6 +91,11 @@ func (rl *Relay) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 		aerr.write(w)
 		return nil
 	}
+	if r.Method == http.MethodPost && ar.endpoint == "batches" && !client.allowsBatches() {
+		(&apiError{Status: http.StatusForbidden, Type: "invalid_request_error", Code: "endpoint_not_allowed",
+			Message: "This client may use only some models, and a batch names its models in its input file, which the relay does not check: batches need `batches` in the client's endpoints."}).write(w)
+		return nil
+	}
 	repl.Set(phModel, ar.model)
 
 	if !client.allowsModel(ar.model) {

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -254,11 +255,16 @@ func readKeysFile(filename string) ([]*Key, error) {
 		if len(fields) == 0 || strings.HasPrefix(fields[0], "#") {
 			continue
 		}
+		// Errors never quote a field: a line written in another order
+		// than expected may hold its secret anywhere.
+		if isKeyOption(fields[0]) {
+			return nil, fmt.Errorf("%s:%d: the line starts with an option; the key must come first", filename, line)
+		}
 		k := &Key{Key: fields[0]}
-		for _, opt := range fields[1:] {
+		for i, opt := range fields[1:] {
 			name, value, ok := strings.Cut(opt, "=")
 			if !ok {
-				return nil, fmt.Errorf("%s:%d: option %q is not name=value", filename, line, opt)
+				return nil, fmt.Errorf("%s:%d: field %d is not name=value (the key comes first, then its options)", filename, line, i+2)
 			}
 			if err := k.setOption(name, value); err != nil {
 				return nil, fmt.Errorf("%s:%d: %v", filename, line, err)
@@ -267,6 +273,15 @@ func readKeysFile(filename string) ([]*Key, error) {
 		keys = append(keys, k)
 	}
 	return keys, sc.Err()
+}
+
+// keyOptionNames are the options of a keys file line.
+var keyOptionNames = []string{"name", "weight", "rpm", "tpm", "rpd", "tpd", "max_concurrent", "limit_group"}
+
+// isKeyOption reports whether a field of a keys file line is an option.
+func isKeyOption(field string) bool {
+	name, _, ok := strings.Cut(field, "=")
+	return ok && slices.Contains(keyOptionNames, name)
 }
 
 // setOption sets a key option given as name=value in a keys file.
@@ -281,7 +296,7 @@ func (k *Key) setOption(name, value string) error {
 	}
 	n, err := strconv.ParseInt(value, 10, 64)
 	if err != nil || n < 0 || (name == "weight" && n == 0) {
-		return fmt.Errorf("%s must be a positive integer, got %q", name, value)
+		return fmt.Errorf("%s must be a positive integer", name)
 	}
 	switch name {
 	case "weight":

@@ -3,6 +3,7 @@ package openairelay
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -31,6 +32,21 @@ func TestReadKeysFile(t *testing.T) {
 		}
 		if _, err := readKeysFile(file); err == nil {
 			t.Errorf("%q accepted", bad)
+		}
+	}
+	// A line in the wrong order: the error must not quote the secret.
+	const secret = "sk-proj-secret-0123456789abcdef"
+	for _, bad := range []string{"weight=2 " + secret + "\n", "sk-x weight=2 " + secret + "\n", "sk-x rpm=" + secret + "\n"} {
+		if err := os.WriteFile(file, []byte(bad), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := readKeysFile(file)
+		if err == nil {
+			t.Errorf("%q accepted", bad)
+			continue
+		}
+		if strings.Contains(err.Error(), "secret-0123") {
+			t.Errorf("the error quotes the secret: %v", err)
 		}
 	}
 }
