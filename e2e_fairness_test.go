@@ -71,6 +71,10 @@ func TestE2EFairShares(t *testing.T) {
 		if code != http.StatusForbidden || !strings.Contains(b, "unpriced_endpoint") {
 			t.Errorf("audio/speech for a budgeted client: %d %s; want 403 unpriced_endpoint", code, b)
 		}
+		code, _, b = rawPost(t, "rk-fair-thrifty", "/chat/completions", `{"model":"gpt-4o","messages":[{"role":"user","content":"free?"}]}`)
+		if code != http.StatusForbidden || !strings.Contains(b, "unpriced_model") {
+			t.Errorf("a model without a price for a budgeted client: %d %s; want 403 unpriced_model", code, b)
+		}
 	})
 
 	t.Run("one client holds only its share of the queue", func(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 )
 
@@ -105,6 +106,11 @@ func (rl *Relay) probeOnce(ctx context.Context, k *poolKey) probeResult {
 	}
 	req.Host = u.base.Host
 	setKeyAuth(req.Header, k)
+	// As a request would go: the upstream's own headers (an Azure
+	// deployment's, a gateway's) and the query of its URL (api-version).
+	if u.HeaderUp != nil {
+		u.HeaderUp.ApplyTo(req.Header, caddy.NewReplacer())
+	}
 	resp, err := u.transport.RoundTrip(req)
 	if err != nil {
 		return probeInconclusive

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptrace"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -360,7 +361,7 @@ func (pr *proxyRequest) outboundRequest(ctx context.Context, key *poolKey) (*htt
 	}
 	target := *u.base
 	target.Path = u.base.Path + "/" + pr.api.endpoint
-	target.RawQuery = pr.req.URL.RawQuery
+	target.RawQuery = joinQuery(u.base.RawQuery, pr.req.URL.RawQuery)
 
 	var rd io.Reader = http.NoBody
 	if pr.api.kind != bodyNone || len(body) > 0 {
@@ -384,6 +385,34 @@ func (pr *proxyRequest) outboundRequest(ctx context.Context, key *poolKey) (*htt
 		u.HeaderUp.ApplyTo(out.Header, pr.repl)
 	}
 	return out, nil
+}
+
+// joinQuery is the query of a request to an upstream whose URL has a query
+// of its own (Azure's api-version): the upstream's parameters, then the
+// client's that do not set one of them.
+func joinQuery(upstream, client string) string {
+	if upstream == "" {
+		return client
+	}
+	if client == "" {
+		return upstream
+	}
+	base, err := url.ParseQuery(upstream)
+	if err != nil {
+		return upstream + "&" + client
+	}
+	var extra []string
+	for part := range strings.SplitSeq(client, "&") {
+		name, _, _ := strings.Cut(part, "=")
+		if n, err := url.QueryUnescape(name); err == nil && base.Has(n) {
+			continue
+		}
+		extra = append(extra, part)
+	}
+	if len(extra) == 0 {
+		return upstream
+	}
+	return upstream + "&" + strings.Join(extra, "&")
 }
 
 // setKeyAuth sets the header that carries the key, as the upstream wants it.

@@ -138,7 +138,12 @@ func (pr *proxyRequest) reserveBudget() *apiError {
 		return &apiError{Status: http.StatusForbidden, Type: "invalid_request_error", Code: "unpriced_endpoint",
 			Message: "This client has a budget, and answers of " + truncateForMessage(pr.api.endpoint) + " carry no usage the relay could price."}
 	}
-	est, _ := pr.rl.cost(pr.api.model, usage{prompt: pr.promptEst, completion: pr.api.maxOut})
+	est, priced := pr.rl.cost(pr.api.model, usage{prompt: pr.promptEst, completion: pr.api.maxOut})
+	if pr.req.Method == http.MethodPost && pr.api.model != "" && !priced {
+		// A model without a price would cost the budget nothing.
+		return &apiError{Status: http.StatusForbidden, Type: "invalid_request_error", Code: "unpriced_model", Param: "model",
+			Message: "This client has a budget, and the relay has no price for the model " + truncateForMessage(pr.api.model) + "."}
+	}
 	now := time.Now()
 	if pr.client.state.reserveSpend(now, b.Period, b.USD, est) {
 		pr.budgetHeld = est

@@ -179,6 +179,10 @@ const (
 	// defaultIdleConnsPerHost is the idle connections kept per upstream
 	// host by the transports the relay makes itself.
 	defaultIdleConnsPerHost = "256"
+
+	// defaultResponseHeaderTimeout bounds the wait for an upstream's answer
+	// in the transports the relay makes itself.
+	defaultResponseHeaderTimeout = "10m"
 )
 
 func (u *Upstream) loadTransport(ctx caddy.Context) error {
@@ -188,9 +192,14 @@ func (u *Upstream) loadTransport(ctx caddy.Context) error {
 		// more idle connections: all of a relay's traffic goes to a few
 		// hosts, and with Caddy's 32 a busy relay would close and redial
 		// (TLS included) connections all the time.
-		raw := json.RawMessage(`{"keep_alive":{"max_idle_conns_per_host":` + defaultIdleConnsPerHost + `}}`)
+		// A response header timeout too: an upstream that hangs would hold
+		// the request's reservation until its client gives up. Ten minutes,
+		// the official SDKs' own timeout, since a non-stream answer of a
+		// reasoning model sends its header only when it is done.
+		common := `"keep_alive":{"max_idle_conns_per_host":` + defaultIdleConnsPerHost + `},"response_header_timeout":"` + defaultResponseHeaderTimeout + `"`
+		raw := json.RawMessage(`{` + common + `}`)
 		if u.base.Scheme == "https" {
-			raw = json.RawMessage(`{"keep_alive":{"max_idle_conns_per_host":` + defaultIdleConnsPerHost + `},"tls":{}}`)
+			raw = json.RawMessage(`{` + common + `,"tls":{}}`)
 		}
 		mod, err := ctx.LoadModuleByID("http.reverse_proxy.transport.http", raw)
 		if err != nil {

@@ -142,18 +142,45 @@ func (t *streamTap) close() []byte {
 }
 
 // eventEnd returns the length of the first complete event in b (through
-// its blank line), or -1.
+// its blank line), or -1. Lines end in LF, CRLF or a lone CR, as the SSE
+// format allows: an event ends at the first line terminator followed at
+// once by another. A CR at the very end of b may be half of a CRLF, so it
+// waits for the next byte.
 func eventEnd(b []byte) int {
-	lf := bytes.Index(b, []byte("\n\n"))
-	crlf := bytes.Index(b, []byte("\r\n\r\n"))
-	switch {
-	case lf < 0 && crlf < 0:
-		return -1
-	case crlf < 0 || (lf >= 0 && lf < crlf):
-		return lf + 2
-	default:
-		return crlf + 4
+	for i := 0; i < len(b); {
+		k := bytes.IndexAny(b[i:], "\r\n")
+		if k < 0 {
+			return -1
+		}
+		j, ok := lineEnd(b, i+k)
+		if !ok {
+			return -1
+		}
+		if j < len(b) && (b[j] == '\n' || b[j] == '\r') {
+			end, ok := lineEnd(b, j)
+			if !ok {
+				return -1
+			}
+			return end
+		}
+		i = j
 	}
+	return -1
+}
+
+// lineEnd is the index after the line terminator at b[i] (LF, CR or CRLF),
+// and false when b ends in a CR that a LF may still follow.
+func lineEnd(b []byte, i int) (int, bool) {
+	if b[i] == '\n' {
+		return i + 1, true
+	}
+	if i+1 == len(b) {
+		return 0, false
+	}
+	if b[i+1] == '\n' {
+		return i + 2, true
+	}
+	return i + 1, true
 }
 
 var (

@@ -1,6 +1,7 @@
 package openairelay
 
 import (
+	"bytes"
 	"math"
 	"strings"
 	"testing"
@@ -157,6 +158,52 @@ func TestCostPricesCachedInput(t *testing.T) {
 		got, ok := rl.cost(tt.model, tt.u)
 		if !ok || math.Abs(got-tt.want) > 1e-9 {
 			t.Errorf("cost(%s, %+v) = %v, %v; want %v", tt.model, tt.u, got, ok, tt.want)
+		}
+	}
+}
+
+func TestEventEndLineTerminators(t *testing.T) {
+	tests := []struct {
+		in   string
+		want int
+	}{
+		{"data: a\n\ndata: b\n\n", 9},
+		{"data: a\r\n\r\ndata: b", 11},
+		{"data: a\r\rdata: b", 9},
+		{"data: a\n\r\nx", 10},
+		{"data: a\r\n\nx", 10},
+		{"data: a\r", -1},
+		{"data: a\r\n\r", -1}, // the blank line's CR may be half of a CRLF
+		{"data: a\n", -1},
+		{"data: a", -1},
+		{"event: x\ndata: a\n\n", 18},
+	}
+	for _, tt := range tests {
+		if got := eventEnd([]byte(tt.in)); got != tt.want {
+			t.Errorf("eventEnd(%q) = %d; want %d", tt.in, got, tt.want)
+		}
+	}
+}
+
+// TestStreamTapStripsWithAnyLineEnd checks that usage the client did not
+// ask for is taken out of a stream whatever its line terminators.
+func TestStreamTapStripsWithAnyLineEnd(t *testing.T) {
+	for _, nl := range []string{"\n", "\r\n", "\r"} {
+		stream := strings.ReplaceAll(usageStream, "\n", nl)
+		tap := newStreamTap("chat/completions", true)
+		var out []byte
+		for i := 0; i < len(stream); i += 7 {
+			out = append(out, tap.feed([]byte(stream[i:min(i+7, len(stream))]))...)
+		}
+		out = append(out, tap.close()...)
+		if bytes.Contains(out, []byte(`"usage"`)) {
+			t.Errorf("line end %q: usage left in %q", nl, out)
+		}
+		if !bytes.Contains(out, []byte("[DONE]")) || !bytes.Contains(out, []byte(`"finish_reason":"stop"`)) {
+			t.Errorf("line end %q: events lost: %q", nl, out)
+		}
+		if u, ok := tap.usage(); !ok || u.total == 0 {
+			t.Errorf("line end %q: usage %+v %v", nl, u, ok)
 		}
 	}
 }
