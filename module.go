@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"net/url"
 	"path"
 	"slices"
 	"time"
@@ -272,6 +273,9 @@ func (rl *Relay) provisionClients(repl *caddy.Replacer, upstreamIndex map[string
 			if err != nil {
 				return fmt.Errorf("client %s: key: %v", c.Name, err)
 			}
+			if len(secret) < minClientKeyLength {
+				return fmt.Errorf("client %s: a key of %d characters is too short to keep a client out; use at least %d (e.g. `openssl rand -hex 24`)", c.Name, len(secret), minClientKeyLength)
+			}
 			if err := rl.clients.add(secret, c); err != nil {
 				return err
 			}
@@ -364,13 +368,13 @@ func (rl *Relay) provisionKeys(repl *caddy.Replacer) error {
 				secret:   secret,
 				upstream: u,
 				weight:   max(k.Weight, 1),
-				poolID:   keyPoolID(u.base.String(), secret),
+				poolID:   keyPoolID(withoutUserinfo(u.base), secret),
 			}
 			lim := k.Limits.orDefaults(u.Limits).orDefaults(Limits{Burst: caddy.Duration(defaultKeyBurst)})
 			pk.limiterID = "key:" + pk.poolID
 			if k.LimitGroup != "" {
 				lim = groups[k.LimitGroup]
-				pk.limiterID = "group:" + u.base.String() + "#" + k.LimitGroup
+				pk.limiterID = "group:" + withoutUserinfo(u.base) + "#" + k.LimitGroup
 			}
 			pk.limiter = loadLimiter(pk.limiterID, lim)
 			pk.unconfigured = lim.RPM == 0 && lim.TPM == 0
@@ -471,6 +475,18 @@ func (rl *Relay) Validate() error {
 		return fmt.Errorf("max_wait, max_queue and default_max_tokens must not be negative")
 	}
 	return nil
+}
+
+// minClientKeyLength is the shortest client key accepted: a shorter one
+// could be guessed.
+const minClientKeyLength = 8
+
+// withoutUserinfo is a URL as it may be named in state that is saved and
+// shown: without a user name or password.
+func withoutUserinfo(u *url.URL) string {
+	c := *u
+	c.User = nil
+	return c.String()
 }
 
 // configuredModels lists the model names and patterns the config names, the
