@@ -41,10 +41,10 @@ type IdentityOptions struct {
 //     while 9007199254740993 and 9007199254740992 are not;
 //   - strings are compared after unescaping: "\u0041" equals "A";
 //   - arrays keep their order;
-//   - at the top level, null members, the fields that do not change the answer (user,
-//     metadata, stream, stream_options, store except on the Responses API,
-//     safety_identifier, prompt_cache_key, prompt_cache_retention and
-//     o.IgnoreFields) and parameters at their documented default for the endpoint
+//   - at the top level, null members, the fields that do not change the answer
+//     (stream, stream_options, prompt_cache_retention, and except on the
+//     Responses API, whose answers echo them, user, metadata, safety_identifier,
+//     prompt_cache_key and store; and o.IgnoreFields) and parameters at their documented default for the endpoint
 //     are left out (chat/completions: temperature 1, top_p 1, n 1, presence_penalty
 //     0, frequency_penalty 0, logprobs false, parallel_tool_calls true, service_tier
 //     "auto", modalities ["text"], response_format {"type":"text"}; completions:
@@ -337,11 +337,18 @@ func (c *canonicalizer) classify(m *member, raw []byte) {
 		// The caller passes the model after aliasing.
 		m.drop = true
 		return
-	case "user", "safety_identifier", "metadata", "stream", "stream_options",
-		"prompt_cache_key", "prompt_cache_retention":
-		// Who asks, for abuse tracking and upstream prompt caching, and how the answer
-		// is delivered: none of it changes the answer. stream is left out because
-		// stored answers are converted between the two forms.
+	case "user", "safety_identifier", "metadata", "prompt_cache_key":
+		// Who asks, for abuse tracking and upstream prompt caching: none of it
+		// changes the answer, except on the Responses API, whose answer echoes
+		// them (a cached answer would show one end user another's user,
+		// metadata or safety identifier).
+		if c.ep != EndpointResponses {
+			m.drop = true
+			return
+		}
+	case "stream", "stream_options", "prompt_cache_retention":
+		// How the answer is delivered: stream is left out because stored
+		// answers are converted between the two forms.
 		m.drop = true
 		return
 	case "store":

@@ -86,6 +86,11 @@ func TestIdentityDistinct(t *testing.T) {
 		{"message", chatPath,
 			`{"messages":[{"role":"user","content":"hi"}]}`,
 			`{"messages":[{"role":"user","content":"hi!"}]}`},
+		// The Responses API echoes these in its answer: a cached answer
+		// must not show one end user another's.
+		{"responses user", "/v1/responses", `{"input":"hi","user":"alice"}`, `{"input":"hi","user":"bob"}`},
+		{"responses metadata", "/v1/responses", `{"input":"hi","metadata":{"t":"1"}}`, `{"input":"hi","metadata":{"t":"2"}}`},
+		{"responses safety_identifier", "/v1/responses", `{"input":"hi","safety_identifier":"a"}`, `{"input":"hi"}`},
 		{"role", chatPath,
 			`{"messages":[{"role":"user","content":"hi"}]}`,
 			`{"messages":[{"role":"system","content":"hi"}]}`},
