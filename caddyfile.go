@@ -69,6 +69,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		cooldown      <duration>       # default 10s
 //		probe_backoff <duration>       # first re-probe of a retired key; default 30s
 //		max_body_size <size>           # default 32MiB
+//		max_buffered  <size>           # request bodies held at once; default 1GiB (≥ 4 × max_body_size)
 //		token_estimate chars|tokenizer # default chars
 //		default_max_tokens <n>         # completion allowance without max tokens; default 0
 //		price <model-pattern> <usd per 1M input> <usd per 1M output> [<usd per 1M cached input>]   # repeatable
@@ -150,6 +151,16 @@ func (rl *Relay) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			rl.MaxBodySize = n
+
+		case "max_buffered":
+			if rl.MaxBuffered != 0 {
+				return d.Err("max_buffered already specified")
+			}
+			n, err := parseSizeArg(d)
+			if err != nil {
+				return err
+			}
+			rl.MaxBuffered = n
 
 		case "cooldown":
 			if rl.Cooldown != 0 {

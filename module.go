@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"path"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -61,6 +62,12 @@ type Relay struct {
 	// MaxBodySize bounds the request body, in bytes; a larger body gets 413.
 	// Default: 32 MiB.
 	MaxBodySize int64 `json:"max_body_size,omitempty"`
+
+	// MaxBuffered bounds the request bodies this relay holds at once (in
+	// flight and queued), in bytes: past it a request gets 503 with
+	// Retry-After, and what is held stays within memory. Default: 1 GiB, and
+	// at least 4 × MaxBodySize.
+	MaxBuffered int64 `json:"max_buffered,omitempty"`
 
 	// Cooldown is how long a key rests after a 429 whose response says
 	// nothing of when to come back. Default: 10s.
@@ -123,6 +130,8 @@ type Relay struct {
 	tiers   []*tier
 	retries int
 	queue   *limit.Queue
+	// buffered is the request body bytes this relay holds (see MaxBuffered).
+	buffered *atomic.Int64
 	// queueShare is how many requests one client may have waiting.
 	queueShare int
 	logger     *zap.Logger
@@ -148,6 +157,7 @@ type tier struct {
 const (
 	defaultRetries      = 2
 	defaultMaxBodySize  = 32 << 20
+	defaultMaxBuffered  = 1 << 30
 	defaultCooldown     = 10 * time.Second
 	defaultMaxWait      = 30 * time.Second
 	defaultMaxQueue     = 10000
@@ -182,6 +192,13 @@ func (rl *Relay) Provision(ctx caddy.Context) error {
 	}
 	if rl.MaxBodySize == 0 {
 		rl.MaxBodySize = defaultMaxBodySize
+	}
+	if rl.MaxBuffered == 0 {
+		rl.MaxBuffered = max(defaultMaxBuffered, 4*rl.MaxBodySize)
+	}
+	rl.buffered = new(atomic.Int64)
+	if rl.MaxBodySize < 0 || rl.MaxBuffered < 0 {
+		return fmt.Errorf("max_body_size and max_buffered must be positive")
 	}
 	if rl.Cooldown == 0 {
 		rl.Cooldown = caddy.Duration(defaultCooldown)

@@ -48,6 +48,10 @@ func namedIn(connection []string, field string) bool {
 	return false
 }
 
+// clientWriteTimeout is how long a write to the client may wait for it to
+// read (see respond).
+const clientWriteTimeout = 2 * time.Minute
+
 // maxUsageBody bounds how much of a non-stream answer is kept to read its
 // usage: answers with usage are small; a larger one settles on the estimate.
 const maxUsageBody = 4 << 20
@@ -112,6 +116,17 @@ func (pr *proxyRequest) respond(w http.ResponseWriter, resp *http.Response, key 
 	clientGone := false
 	firstEvent := tap != nil
 	scrub := newScrubber(key.secret)
+	// A client that stops reading must not hold the key's concurrency slot
+	// and the upstream connection for ever: a write that waits longer than
+	// clientWriteTimeout fails, and the copy ends as for a client gone. The
+	// deadline is moved at most once a second, and lifted at the end, for
+	// the connection's next request.
+	var deadlineSet time.Time
+	defer func() {
+		if !deadlineSet.IsZero() {
+			_ = rc.SetWriteDeadline(time.Time{})
+		}
+	}()
 	var bodyErr error
 	for {
 		n, err := resp.Body.Read(buf)
@@ -136,6 +151,11 @@ func (pr *proxyRequest) respond(w http.ResponseWriter, resp *http.Response, key 
 				}
 			}
 			if len(chunk) > 0 && !clientGone {
+				if now := time.Now(); now.Sub(deadlineSet) > time.Second {
+					if rc.SetWriteDeadline(now.Add(clientWriteTimeout)) == nil {
+						deadlineSet = now
+					}
+				}
 				if _, werr := w.Write(chunk); werr != nil {
 					clientGone = true
 				} else if flush {

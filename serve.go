@@ -73,6 +73,15 @@ func (rl *Relay) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 		return nil
 	}
 	ar.body = buf.Bytes()
+	// Bodies held (in flight and queued) stay within max_buffered.
+	held := int64(buf.Cap())
+	if rl.buffered.Add(held) > rl.MaxBuffered {
+		rl.buffered.Add(-held)
+		(&apiError{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "relay_busy", RetryAfter: time.Second,
+			Message: "The relay holds as many request bodies as it may: try again shortly."}).write(w)
+		return nil
+	}
+	defer rl.buffered.Add(-held)
 	if aerr := ar.parseBody(r.Method, r.Header); aerr != nil {
 		aerr.write(w)
 		return nil
