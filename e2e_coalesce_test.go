@@ -3,6 +3,7 @@ package openairelay_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -124,5 +125,55 @@ func TestE2ECutUpstreamBodyAborts(t *testing.T) {
 	}
 	if strings.Contains(string(got), "[DONE]") {
 		t.Errorf("the cut stream carries [DONE]: %q", got)
+	}
+}
+
+// TestE2ECacheTwoSitesDoNotShare runs two relay handlers with caches and
+// different keys, each with a client named alice: the second site's alice
+// asking what the first's asked gets an answer of her own, not the first
+// site's cached one.
+func TestE2ECacheTwoSitesDoNotShare(t *testing.T) {
+	fake := fakeopenai.New(fakeopenai.Options{})
+	defer fake.Close()
+	envA, _ := setKeys(t, fake, "cachesitea", 1, fakeopenai.KeyLimits{})
+	envB, _ := setKeys(t, fake, "cachesiteb", 1, fakeopenai.KeyLimits{})
+	site := func(name, keys string) string {
+		return fmt.Sprintf(`
+	handle_path /%s/* {
+		openai_relay {
+			client alice {
+				key rk-cachesites-alice-%s
+			}
+			upstream orgs %s {
+%s			}
+			cache
+		}
+	}`, name, name, fake.URL(), keys)
+	}
+	startSites(t, site("a", envA), site("b", envB))
+	body := `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"the same question on two sites"}]}`
+	ask := func(site string) (string, string) {
+		req, _ := http.NewRequest(http.MethodPost, "http://localhost:"+httpPort+"/"+site+"/v1/chat/completions", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer rk-cachesites-alice-"+site)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 {
+			t.Fatalf("site %s: %d %s", site, resp.StatusCode, b)
+		}
+		return idOf(t, string(b)), resp.Header.Get("X-Relay-Cache")
+	}
+	idA, resA := ask("a")
+	idA2, resA2 := ask("a")
+	idB, resB := ask("b")
+	if resA != "MISS" || resA2 != "HIT" || idA2 != idA {
+		t.Errorf("site a: %s then %s (ids %s, %s); want MISS then HIT of the same answer", resA, resA2, idA, idA2)
+	}
+	if resB != "MISS" || idB == idA {
+		t.Errorf("site b's alice got %s with id %s (site a's: %s); want a MISS and an answer of her own", resB, idB, idA)
 	}
 }

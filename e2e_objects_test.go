@@ -10,12 +10,10 @@ import (
 	"net/http"
 	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/caddyserver/caddy/v2/caddytest"
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
 	"github.com/openai/openai-go/v3/responses"
@@ -391,17 +389,7 @@ func TestE2EObjectsTwoSitesDoNotShare(t *testing.T) {
 		}
 	}`, name, name, fake.URL(), keys)
 	}
-	port, _ := strconv.Atoi(adminPort)
-	tester := caddytest.NewTester(t).WithDefaultOverrides(caddytest.Config{AdminPort: port})
-	tester.InitServer(fmt.Sprintf(`{
-	admin localhost:%s
-	http_port %s
-	https_port 9443
-	skip_install_trust
-}
-http://localhost:%s {%s%s
-}
-`, adminPort, httpPort, httpPort, site("a", envA), site("b", envB)), "caddyfile")
+	startSites(t, site("a", envA), site("b", envB))
 	siteA := option.WithBaseURL("http://localhost:" + httpPort + "/a/v1")
 	siteB := option.WithBaseURL("http://localhost:" + httpPort + "/b/v1")
 	aliceA, aliceB := sdk("rk-sites-alice-a"), sdk("rk-sites-alice-b")

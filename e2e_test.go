@@ -111,6 +111,24 @@ http://localhost:%[4]s {
 	return &e2e{t: t, fake: fake, tester: tester, logFile: logFile}
 }
 
+// startSites loads a Caddy whose one site holds the given blocks (each a
+// `handle_path /<name>/* { openai_relay { … } }`), for tests of several relay
+// handlers side by side.
+func startSites(t *testing.T, blocks ...string) {
+	t.Helper()
+	port, _ := strconv.Atoi(adminPort)
+	tester := caddytest.NewTester(t).WithDefaultOverrides(caddytest.Config{AdminPort: port})
+	tester.InitServer(fmt.Sprintf(`{
+	admin localhost:%s
+	http_port %s
+	https_port 9443
+	skip_install_trust
+}
+http://localhost:%s {%s
+}
+`, adminPort, httpPort, httpPort, strings.Join(blocks, "")), "caddyfile")
+}
+
 func sdk(clientKey string) openai.Client {
 	return openai.NewClient(
 		option.WithBaseURL(relayBase),

@@ -182,7 +182,10 @@ func FuzzParseBody(f *testing.F) {
 	f.Add([]byte(`{"mo\u0064el":"x"}`))
 	f.Add([]byte(`[]`))
 	f.Add([]byte(`{"a":{"b":["}",{"c":"\""}]},"model":"z"}`))
-	f.Add([]byte(`{"Model":"x"}`)) // once let a client past its allow-list
+	f.Add([]byte(`{"Model":"x"}`))                                                        // once let a client past its allow-list
+	f.Add([]byte(`{"model":"x","stream":true,"stream_options":null}`))                    // once crashed the handler
+	f.Add([]byte(`{"model":"x","stream":true,"stream_options":[1],"messages":[]}`))       // not an object either
+	f.Add([]byte(`{"model":"x","stream":true,"stream_options":{"include_usage":false}}`)) // asked, and not
 	f.Fuzz(func(t *testing.T, body []byte) {
 		ar := &apiRequest{endpoint: "chat/completions", body: body}
 		aerr := ar.parseBody(http.MethodPost, http.Header{"Content-Type": {"application/json"}})
@@ -201,6 +204,21 @@ func FuzzParseBody(f *testing.F) {
 		}
 		if s, _ := ref.Model.(string); s != ar.model {
 			t.Fatalf("model %q; encoding/json says %q", ar.model, s)
+		}
+		// Asking the upstream for a stream's usage leaves a JSON object
+		// whose stream_options.include_usage is true, whatever the client
+		// sent there.
+		withUsage, err := ar.bodyFor(ar.model, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var opts struct {
+			StreamOptions struct {
+				IncludeUsage bool `json:"include_usage"`
+			} `json:"stream_options"`
+		}
+		if err := jsonUnmarshal(withUsage, &opts); err != nil || !opts.StreamOptions.IncludeUsage {
+			t.Fatalf("usage splice broke the body: %s (%v)", withUsage, err)
 		}
 		if ar.model != "" {
 			out, err := ar.bodyFor(ar.model+"-alias", false)
