@@ -47,6 +47,14 @@ type apiRequest struct {
 	nestedModel bool
 }
 
+// caseSensitiveMembers are the members the relay routes, limits and
+// accounts by. Some compatible servers match member names without regard to
+// case (Go's encoding/json does): a "Model" the relay ignored could choose
+// the model upstream past the client's allow-list, a "Stream" or
+// "Stream_Options" could hide a stream's usage. Their case variants are
+// refused.
+var caseSensitiveMembers = [...]string{"model", "stream", "stream_options"}
+
 // modelEndpoints are the POST endpoints that take a model, with the model
 // the API uses when a request names none, where it documents one (the
 // moderations endpoint: omni-moderation-latest). A request to another of
@@ -169,6 +177,13 @@ func (ar *apiRequest) parseBody(method string, h http.Header) *apiError {
 	}
 }
 
+// emptyObjectAt reports whether the object whose members start at body[at]
+// has none: a member spliced in there takes no comma.
+func emptyObjectAt(body []byte, at int) bool {
+	rest := bytes.TrimLeft(body[at:], " \t\r\n")
+	return len(rest) > 0 && rest[0] == '}'
+}
+
 // startsLikeJSONObject reports whether a body starts as a JSON object does.
 func startsLikeJSONObject(body []byte) bool {
 	trimmed := bytes.TrimLeft(body, " \t\r\n")
@@ -229,11 +244,10 @@ func (ar *apiRequest) parseJSON() *apiError {
 				ar.maxOut = min(n, maxTokenCount)
 			}
 		default:
-			// Some servers match member names without regard to case (Go's
-			// encoding/json does): a "Model" the relay ignored could choose
-			// the model upstream, past the client's allow-list.
-			if bytes.EqualFold(key, []byte("model")) {
-				bad = errBadRequest(fmt.Sprintf("Unrecognized request argument supplied: %s. The model goes in 'model'.", truncateForMessage(string(key))), string(key))
+			for _, name := range caseSensitiveMembers {
+				if bytes.EqualFold(key, []byte(name)) {
+					bad = errBadRequest(fmt.Sprintf("Unrecognized request argument supplied: %s. Did you mean '%s'?", truncateForMessage(string(key)), name), string(key))
+				}
 			}
 		}
 	})
@@ -331,7 +345,11 @@ func (ar *apiRequest) bodyFor(upstreamModel string, withUsage bool) ([]byte, err
 		if ar.modelSpan[0] < 0 {
 			// The model was the API's default, not in the body: name it.
 			at := bytes.IndexByte(ar.body, '{') + 1
-			edits = append(edits, splice{at, at, slices.Concat([]byte(`"model":`), quoted, []byte(","))})
+			member := slices.Concat([]byte(`"model":`), quoted)
+			if !emptyObjectAt(ar.body, at) {
+				member = append(member, ',')
+			}
+			edits = append(edits, splice{at, at, member})
 		} else {
 			edits = append(edits, splice{ar.modelSpan[0], ar.modelSpan[1], quoted})
 		}
@@ -352,7 +370,11 @@ func (ar *apiRequest) bodyFor(upstreamModel string, withUsage bool) ([]byte, err
 			edits = append(edits, splice{from, from + len(ar.streamOptions), merged})
 		} else {
 			at := bytes.IndexByte(ar.body, '{') + 1
-			edits = append(edits, splice{at, at, []byte(`"stream_options":{"include_usage":true},`)})
+			member := []byte(`"stream_options":{"include_usage":true}`)
+			if !emptyObjectAt(ar.body, at) {
+				member = append(member, ',')
+			}
+			edits = append(edits, splice{at, at, member})
 		}
 	}
 	slices.SortFunc(edits, func(a, b splice) int { return b.from - a.from })
