@@ -2,13 +2,16 @@ package openairelay_test
 
 import (
 	"bytes"
+	"fmt"
 	"mime/multipart"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/caddyrelay/openairelay"
 	"github.com/caddyrelay/openairelay/internal/fakeopenai"
 )
 
@@ -185,5 +188,43 @@ func TestE2EClientKeyRotationKeepsSpend(t *testing.T) {
 	}
 	if got := spent(); got <= before {
 		t.Errorf("spend %v after another request; want more than %v", got, before)
+	}
+}
+
+// TestE2ESlowReaderLetsGo checks that a client that stops reading a stream
+// does not hold its key's concurrency slot for ever.
+func TestE2ESlowReaderLetsGo(t *testing.T) {
+	openairelay.SetClientWriteTimeout(500 * time.Millisecond)
+	defer openairelay.SetClientWriteTimeout(2 * time.Minute)
+	// A long stream of small events, more than the sockets between the
+	// relay and the client buffer.
+	fake := fakeopenai.New(fakeopenai.Options{StreamChunks: 200000})
+	defer fake.Close()
+	keys, _ := setKeys(t, fake, "slowreader", 1, fakeopenai.KeyLimits{})
+	startRelay(t, fake, `
+		client app {
+			key rk-slowreader-app
+		}
+		upstream slow {UPSTREAM} {
+			max_concurrent 1
+`+keys+`		}
+		max_wait 20s`)
+	conn, err := net.Dial("tcp", "localhost:"+httpPort)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	body := `{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"` + strings.Repeat("word ", 200000) + `"}]}`
+	fmt.Fprintf(conn, "POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer rk-slowreader-app\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+	// The reader never reads. Another request for the key's only slot must
+	// be served once the relay gives the silent one up, well before max_wait.
+	time.Sleep(500 * time.Millisecond)
+	start := time.Now()
+	code, _, b := rawPost(t, "rk-slowreader-app", "/chat/completions", `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"my turn"}]}`)
+	if code != 200 {
+		t.Fatalf("the request after a silent reader: %d %s", code, b)
+	}
+	if waited := time.Since(start); waited > 15*time.Second {
+		t.Errorf("waited %v for the slot a silent reader held", waited)
 	}
 }

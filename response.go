@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -49,8 +50,10 @@ func namedIn(connection []string, field string) bool {
 }
 
 // clientWriteTimeout is how long a write to the client may wait for it to
-// read (see respond).
-const clientWriteTimeout = 2 * time.Minute
+// read (see respond), in ns: two minutes, but in tests.
+var clientWriteTimeout atomic.Int64
+
+func init() { clientWriteTimeout.Store(int64(2 * time.Minute)) }
 
 // maxUsageBody bounds how much of a non-stream answer is kept to read its
 // usage: answers with usage are small; a larger one settles on the estimate.
@@ -152,7 +155,7 @@ func (pr *proxyRequest) respond(w http.ResponseWriter, resp *http.Response, key 
 			}
 			if len(chunk) > 0 && !clientGone {
 				if now := time.Now(); now.Sub(deadlineSet) > time.Second {
-					if rc.SetWriteDeadline(now.Add(clientWriteTimeout)) == nil {
+					if rc.SetWriteDeadline(now.Add(time.Duration(clientWriteTimeout.Load()))) == nil {
 						deadlineSet = now
 					}
 				}
