@@ -737,7 +737,7 @@ func (pr *proxyRequest) rememberResponse(key *poolKey, answer []byte, tap *strea
 	id := ""
 	switch {
 	case tap != nil:
-		id = tap.responseID
+		id = tap.answerID
 	case answer != nil:
 		id = stringMember(answer, "id")
 		if ep == "threads/runs" {

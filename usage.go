@@ -88,7 +88,11 @@ type streamTap struct {
 	u          usage
 	have       bool
 	events     int
-	responseID string // a Responses stream's response id, from response.created
+	// answerID is the id of the answer the stream carries: a Responses
+	// stream's response id (from response.created), a chat stream's
+	// completion id (from its first chunk), for the stored objects a
+	// stream creates.
+	answerID string
 }
 
 func newStreamTap(endpoint string, strip bool) *streamTap {
@@ -194,6 +198,11 @@ var (
 // the raw bytes in one scan: an event without usage passes as it is, and the
 // `,"usage":null` of a chunk is cut out. Anything else is parsed.
 func (t *streamTap) rewrite(raw []byte) {
+	if t.answerID == "" && !t.responses {
+		for ev := range cache.Events(raw) {
+			t.answerID = stringMember(ev.Data, "id")
+		}
+	}
 	i := bytes.Index(raw, usageMember)
 	if i < 0 {
 		if !bytes.Contains(raw, doneData) {
@@ -241,12 +250,12 @@ func (t *streamTap) observe(name string, data []byte) {
 	}
 	t.events++
 	if t.responses {
-		if t.responseID == "" && (name == "response.created" || bytes.Contains(data, []byte(`"type":"response.created"`))) {
+		if t.answerID == "" && (name == "response.created" || bytes.Contains(data, []byte(`"type":"response.created"`))) {
 			if resp, ok := member(data, "response"); ok {
 				if raw, ok := member(resp, "id"); ok {
 					var id string
 					if json.Unmarshal(raw, &id) == nil {
-						t.responseID = id
+						t.answerID = id
 					}
 				}
 			}
@@ -260,6 +269,9 @@ func (t *streamTap) observe(name string, data []byte) {
 			}
 		}
 		return
+	}
+	if t.answerID == "" {
+		t.answerID = stringMember(data, "id")
 	}
 	// Most chunks carry no usage, or "usage":null: only a chunk with a
 	// usage object is read.

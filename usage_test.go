@@ -207,3 +207,17 @@ func TestStreamTapStripsWithAnyLineEnd(t *testing.T) {
 		}
 	}
 }
+
+// TestStreamTapKeepsTheAnswerID checks that a chat stream's completion id
+// is read (a stored completion's, when the request set store), whether or
+// not the tap rewrites the stream.
+func TestStreamTapKeepsTheAnswerID(t *testing.T) {
+	for _, strip := range []bool{false, true} {
+		tap := newStreamTap("chat/completions", strip)
+		tap.feed([]byte(usageStream))
+		tap.close()
+		if tap.answerID != "c1" {
+			t.Errorf("strip %v: answer id %q; want c1", strip, tap.answerID)
+		}
+	}
+}
