@@ -82,12 +82,12 @@ type streamTap struct {
 	responses bool // a Responses API stream: usage arrives in response.completed
 	strip     bool
 
-	parser     cache.Parser // events, when the bytes pass through unchanged
-	held       []byte       // an incomplete event, when they do not
-	out        []byte
-	u          usage
-	have       bool
-	events     int
+	parser cache.Parser // events, when the bytes pass through unchanged
+	held   []byte       // an incomplete event, when they do not
+	out    []byte
+	u      usage
+	have   bool
+	events int
 	// answerID is the id of the answer the stream carries: a Responses
 	// stream's response id (from response.created), a chat stream's
 	// completion id (from its first chunk), for the stored objects a
