@@ -189,6 +189,13 @@ func newServer(t *testing.T, opts Options) *Server {
 
 func request(t *testing.T, s *Server, method, path, key, body string, hdr ...string) (*http.Response, []byte) {
 	t.Helper()
+	return requestWith(t, http.DefaultClient, s, method, path, key, body, hdr...)
+}
+
+// requestWith sends a request with client and reads the whole answer;
+// hdr are header name, value pairs.
+func requestWith(t *testing.T, client *http.Client, s *Server, method, path, key, body string, hdr ...string) (*http.Response, []byte) {
+	t.Helper()
 	var rd io.Reader
 	if body != "" {
 		rd = strings.NewReader(body)
@@ -206,7 +213,7 @@ func request(t *testing.T, s *Server, method, path, key, body string, hdr ...str
 	for i := 0; i+1 < len(hdr); i += 2 {
 		req.Header.Set(hdr[i], hdr[i+1])
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, path, err)
 	}

@@ -16,33 +16,7 @@ var rawClient = &http.Client{Transport: &http.Transport{DisableCompression: true
 // rawRequest is request without the transport's transparent gzip.
 func rawRequest(t *testing.T, s *Server, method, path, key, body string, hdr ...string) (*http.Response, []byte) {
 	t.Helper()
-	var rd io.Reader
-	if body != "" {
-		rd = strings.NewReader(body)
-	}
-	req, err := http.NewRequest(method, s.URL()+path, rd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if key != "" {
-		req.Header.Set("Authorization", "Bearer "+key)
-	}
-	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
-	}
-	resp, err := rawClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("%s %s: reading body: %v", method, path, err)
-	}
-	return resp, b
+	return requestWith(t, rawClient, s, method, path, key, body, hdr...)
 }
 
 func gunzip(t *testing.T, b []byte) []byte {
