@@ -150,7 +150,7 @@ func TestE2ECacheTwoSitesDoNotShare(t *testing.T) {
 		}
 	}`, name, name, fake.URL(), keys)
 	}
-	startSites(t, site("a", envA), site("b", envB))
+	startSites(t, "", site("a", envA), site("b", envB))
 	body := `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"the same question on two sites"}]}`
 	ask := func(site string) (string, string) {
 		req, _ := http.NewRequest(http.MethodPost, "http://localhost:"+httpPort+"/"+site+"/v1/chat/completions", strings.NewReader(body))

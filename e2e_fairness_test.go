@@ -228,3 +228,46 @@ func TestE2ESlowReaderLetsGo(t *testing.T) {
 		t.Errorf("waited %v for the slot a silent reader held", waited)
 	}
 }
+
+// TestE2EWrongKeysThrottled checks that an address sending wrong keys is
+// refused for a while, before its keys are looked at, while other
+// addresses go on.
+func TestE2EWrongKeysThrottled(t *testing.T) {
+	fake := fakeopenai.New(fakeopenai.Options{})
+	defer fake.Close()
+	keys, _ := setKeys(t, fake, "guard", 1, fakeopenai.KeyLimits{})
+	// Caddy takes the client address from X-Forwarded-For of a trusted
+	// proxy (the test, on loopback), so that the guesser is not loopback.
+	startSites(t, "\tservers {\n\t\ttrusted_proxies static private_ranges\n\t}", `
+	openai_relay {
+		client app {
+			key rk-guard-app-0123
+		}
+		upstream guard `+fake.URL()+` {
+`+keys+`		}
+	}`)
+	body := `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"let me in"}]}`
+	post := func(from, key string) int {
+		req, _ := http.NewRequest(http.MethodPost, relayBase+"/chat/completions", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+key)
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("X-Forwarded-For", from)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for i := range 20 {
+		if code := post("192.0.2.77", fmt.Sprintf("rk-guess-%04d", i)); code != http.StatusUnauthorized {
+			t.Fatalf("guess %d: %d; want 401", i, code)
+		}
+	}
+	if code := post("192.0.2.77", "rk-guard-app-0123"); code != http.StatusTooManyRequests {
+		t.Errorf("after 20 wrong keys, the right one from the same address: %d; want 429", code)
+	}
+	if code := post("192.0.2.78", "rk-guard-app-0123"); code != http.StatusOK {
+		t.Errorf("another address: %d; want 200", code)
+	}
+}

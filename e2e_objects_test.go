@@ -389,7 +389,7 @@ func TestE2EObjectsTwoSitesDoNotShare(t *testing.T) {
 		}
 	}`, name, name, fake.URL(), keys)
 	}
-	startSites(t, site("a", envA), site("b", envB))
+	startSites(t, "", site("a", envA), site("b", envB))
 	siteA := option.WithBaseURL("http://localhost:" + httpPort + "/a/v1")
 	siteB := option.WithBaseURL("http://localhost:" + httpPort + "/b/v1")
 	aliceA, aliceB := sdk("rk-sites-alice-a"), sdk("rk-sites-alice-b")

@@ -112,9 +112,10 @@ http://localhost:%[4]s {
 }
 
 // startSites loads a Caddy whose one site holds the given blocks (each a
-// `handle_path /<name>/* { openai_relay { … } }`), for tests of several relay
-// handlers side by side.
-func startSites(t *testing.T, blocks ...string) {
+// `handle_path /<name>/* { openai_relay { … } }`, or a bare `openai_relay`),
+// for tests of several relay handlers side by side; global holds more global
+// options.
+func startSites(t *testing.T, global string, blocks ...string) {
 	t.Helper()
 	port, _ := strconv.Atoi(adminPort)
 	tester := caddytest.NewTester(t).WithDefaultOverrides(caddytest.Config{AdminPort: port})
@@ -123,10 +124,11 @@ func startSites(t *testing.T, blocks ...string) {
 	http_port %s
 	https_port 9443
 	skip_install_trust
+%s
 }
 http://localhost:%s {%s
 }
-`, adminPort, httpPort, httpPort, strings.Join(blocks, "")), "caddyfile")
+`, adminPort, httpPort, global, httpPort, strings.Join(blocks, "")), "caddyfile")
 }
 
 func sdk(clientKey string) openai.Client {

@@ -38,7 +38,15 @@ func (rl *Relay) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 		repl = caddy.NewReplacer()
 	}
 
+	addr := clientAddress(r)
+	if until, blocked := clientAuthGuard.blocked(addr); blocked {
+		errAuthThrottled(until).write(w)
+		return nil
+	}
 	client, aerr := rl.authenticate(r)
+	if rl.ClientAuth != "none" {
+		clientAuthGuard.record(addr, aerr == nil)
+	}
 	if aerr != nil {
 		aerr.write(w)
 		return nil
