@@ -1458,3 +1458,35 @@ func TestBadInputModelListFailsClosed(t *testing.T) {
 	}
 	f.assertStillServes("unreadable model lists")
 }
+
+// TestBadInputUpstreamEchoesItsKey checks that an upstream that echoes the
+// key it was sent, in a successful answer's body or headers, or redirects
+// to its own address, reveals neither to the client.
+func TestBadInputUpstreamEchoesItsKey(t *testing.T) {
+	f := newBadFixture(t, "echo", fakeopenai.Options{}, badBlocks{})
+	f.fake.AddFault(fakeopenai.Fault{Status: http.StatusOK, Count: 1, Path: "/chat/completions",
+		Body:   `{"id":"chatcmpl-echo","object":"chat.completion","debug":{"authorization":"Bearer ` + f.upKey + `"},"choices":[]}`,
+		Header: http.Header{"X-Debug-Auth": {"Bearer " + f.upKey}}})
+	r := f.post("/v1/chat/completions", "application/json", validBody("echo"))
+	if r.status != http.StatusOK || bytes.Contains(r.body, []byte(f.upKey)) || strings.Contains(r.header.Get("X-Debug-Auth"), f.upKey) {
+		t.Errorf("an answer echoing the upstream key: %s (X-Debug-Auth %q)", r, r.header.Get("X-Debug-Auth"))
+	}
+	if !bytes.Contains(r.body, []byte(`"chatcmpl-echo"`)) {
+		t.Errorf("the rest of the answer was lost: %s", r)
+	}
+	up := strings.TrimSuffix(f.fake.URL(), "/v1")
+	f.fake.AddFault(fakeopenai.Fault{Status: http.StatusTemporaryRedirect, Count: 1, Path: "/files",
+		Body: `{}`, Header: http.Header{"Location": {up + "/v1/files/file-abc/content"}}})
+	req, _ := http.NewRequest(http.MethodGet, "http://localhost:"+httpPort+"/v1/files", nil)
+	req.Header.Set("Authorization", "Bearer "+f.clientKey)
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := noFollow.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if loc := resp.Header.Get("Location"); strings.Contains(loc, up) || loc != "/v1/files/file-abc/content" {
+		t.Errorf("redirect Location %q; want the relay's own path", loc)
+	}
+	f.assertStillServes("echoing upstreams")
+}
