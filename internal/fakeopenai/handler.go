@@ -83,39 +83,51 @@ func route(method, path string) (ep endpoint, id string, known bool) {
 		id = rest
 		return one(http.MethodGet, epModel)
 	}
-	if rest, ok := strings.CutPrefix(p, "/files/"); ok && rest != "" {
-		if fid, ok := strings.CutSuffix(rest, "/content"); ok && fid != "" && !strings.Contains(fid, "/") {
-			id = fid
-			return one(http.MethodGet, epFileContent)
+	for _, o := range storedRoutes {
+		oid, sub, ok := objectPath(p, o.prefix, o.sub)
+		switch {
+		case !ok:
+			continue
+		case sub:
+			id = oid
+			return one(http.MethodGet, o.subEp)
 		}
-		if !strings.Contains(rest, "/") {
-			id = rest
-			switch method {
-			case http.MethodGet:
-				return epFileGet, id, true
-			case http.MethodDelete:
-				return epFileDelete, id, true
-			}
-			return epNone, "", true
+		id = oid
+		switch method {
+		case http.MethodGet:
+			return o.get, id, true
+		case http.MethodDelete:
+			return o.del, id, true
 		}
-	}
-	if rest, ok := strings.CutPrefix(p, "/responses/"); ok && rest != "" {
-		if rid, ok := strings.CutSuffix(rest, "/input_items"); ok && rid != "" && !strings.Contains(rid, "/") {
-			id = rid
-			return one(http.MethodGet, epResponseInputItems)
-		}
-		if !strings.Contains(rest, "/") {
-			id = rest
-			switch method {
-			case http.MethodGet:
-				return epResponseGet, id, true
-			case http.MethodDelete:
-				return epResponseDelete, id, true
-			}
-			return epNone, "", true
-		}
+		return epNone, "", true
 	}
 	return epNone, "", false
+}
+
+// storedRoutes are the endpoints of stored objects: GET and DELETE of
+// /<prefix>{id}, and GET of /<prefix>{id}<sub>.
+var storedRoutes = []struct {
+	prefix, sub     string
+	get, del, subEp endpoint
+}{
+	{"/files/", "/content", epFileGet, epFileDelete, epFileContent},
+	{"/responses/", "/input_items", epResponseGet, epResponseDelete, epResponseInputItems},
+}
+
+// objectPath reads /<prefix>{id} (sub false) or /<prefix>{id}<suffix> (sub
+// true) from p; ok is false for any other path.
+func objectPath(p, prefix, suffix string) (id string, sub, ok bool) {
+	rest, found := strings.CutPrefix(p, prefix)
+	if !found || rest == "" {
+		return "", false, false
+	}
+	if oid, isSub := strings.CutSuffix(rest, suffix); isSub && oid != "" && !strings.Contains(oid, "/") {
+		return oid, true, true
+	}
+	if strings.Contains(rest, "/") {
+		return "", false, false
+	}
+	return rest, false, true
 }
 
 // call is the state of one request.

@@ -329,19 +329,24 @@ func (c *call) fileContent(id string) {
 }
 
 func (c *call) fileDelete(id string) {
-	s := c.s
-	s.objMu.Lock()
-	f := s.files[id]
-	ok := f != nil && s.visible(f.project, c.project)
-	if ok {
-		delete(s.files, id)
-	}
-	s.objMu.Unlock()
-	if !ok {
+	if !deleteVisible(c.s, c.s.files, id, c.project, func(f *storedFile) string { return f.project }) {
 		c.fileNotFound(id)
 		return
 	}
 	c.writeJSON(http.StatusOK, deletedObj{ID: id, Object: "file", Deleted: true})
+}
+
+// deleteVisible deletes the object id of m if the project may see it, and
+// reports whether it did.
+func deleteVisible[T any](s *Server, m map[string]T, id, project string, projectOf func(T) string) bool {
+	s.objMu.Lock()
+	defer s.objMu.Unlock()
+	o, ok := m[id]
+	if !ok || !s.visible(projectOf(o), project) {
+		return false
+	}
+	delete(m, id)
+	return true
 }
 
 var ctOctet = []string{"application/octet-stream"}
@@ -361,15 +366,7 @@ func (c *call) responseGet(id string) {
 }
 
 func (c *call) responseDelete(id string) {
-	s := c.s
-	s.objMu.Lock()
-	r := s.responses[id]
-	ok := r != nil && s.visible(r.project, c.project)
-	if ok {
-		delete(s.responses, id)
-	}
-	s.objMu.Unlock()
-	if !ok {
+	if !deleteVisible(c.s, c.s.responses, id, c.project, func(r *storedResponse) string { return r.project }) {
 		c.responseNotFound(id)
 		return
 	}
