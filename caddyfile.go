@@ -38,6 +38,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			upstreams <name...>        # allowed upstreams; default all
 //			priority  high|normal|low  # queue order when the pool is busy; default normal
 //			budget    <usd> [daily|monthly]   # spend cap by the prices; default monthly
+//			endpoints <pattern...>     # API paths after /v1 it may call (globs); default all but
+//			                           #   realtime/client_secrets, realtime/sessions, realtime/transcription_sessions
 //			objects   owned|shared     # stored objects it may name; default the relay's
 //			rpm <n>  tpm <n>  rpd <n>  tpd <n>  max_concurrent <n>  burst <duration>
 //		}
