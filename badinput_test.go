@@ -777,7 +777,7 @@ func TestBadInputModelSmuggling(t *testing.T) {
 		{"nested session.model", "/v1/realtime/client_secrets", "application/json", `{"session":{"type":"realtime","model":"gpt-4o"}}`, 403},
 		{"two model parts", "/v1/audio/transcriptions", twoModels, string(twoModelsBody), 400},
 		{"a model part sent as a file", "/v1/audio/transcriptions", fileModel, string(fileModelBody), 400},
-		{"a batch, whose models the relay cannot see", "/v1/batches", "application/json", `{"input_file_id":"file-abc","endpoint":"/v1/chat/completions","completion_window":"24h"}`, 403},
+		{"a batch of a file the relay never saw", "/v1/batches", "application/json", `{"input_file_id":"file-abc","endpoint":"/v1/chat/completions","completion_window":"24h"}`, 404},
 	}
 	for _, tc := range shapes {
 		m := f.mark()

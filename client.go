@@ -257,15 +257,6 @@ func (c *Client) namesEndpoint(endpoint string) bool {
 	return false
 }
 
-// allowsBatches reports whether the client may create batches. A batch's
-// models are in the lines of its input file, which the relay does not
-// read: a client limited to some models may create batches only when its
-// endpoints name "batches", as the operator's word that its files are
-// trusted.
-func (c *Client) allowsBatches() bool {
-	return len(c.Models) == 0 || c.namesEndpoint("batches")
-}
-
 // endpointMatch reports whether pattern matches endpoint or one of the
 // paths it lies below.
 func endpointMatch(pattern, endpoint string) bool {

@@ -30,20 +30,3 @@ func TestClientAllowsEndpoint(t *testing.T) {
 		}
 	}
 }
-
-func TestClientAllowsBatches(t *testing.T) {
-	tests := []struct {
-		c    Client
-		want bool
-	}{
-		{Client{}, true},
-		{Client{Models: []string{"gpt-4o-mini"}}, false},
-		{Client{Models: []string{"gpt-4o-mini"}, Endpoints: []string{"chat/completions", "batches"}}, true},
-		{Client{Models: []string{"gpt-4o-mini"}, Endpoints: []string{"chat/completions"}}, false},
-	}
-	for _, tt := range tests {
-		if got := tt.c.allowsBatches(); got != tt.want {
-			t.Errorf("models %q endpoints %q: %v; want %v", tt.c.Models, tt.c.Endpoints, got, tt.want)
-		}
-	}
-}

@@ -3,6 +3,7 @@ package openairelay_test
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"mime/multipart"
 	"net"
 	"net/http"
@@ -269,5 +270,71 @@ func TestE2EWrongKeysThrottled(t *testing.T) {
 	}
 	if code := post("192.0.2.78", "rk-guard-app-0123"); code != http.StatusOK {
 		t.Errorf("another address: %d; want 200", code)
+	}
+}
+
+// TestE2EBatchModelsChecked checks that a client limited to some models
+// cannot get around them with a batch: the models of a batch file it
+// uploads through the relay are read, and a batch of a model it may not
+// use is refused before the upstream sees it.
+func TestE2EBatchModelsChecked(t *testing.T) {
+	fake := fakeopenai.New(fakeopenai.Options{})
+	defer fake.Close()
+	keys, _ := setKeys(t, fake, "batchmodels", 1, fakeopenai.KeyLimits{})
+	startRelay(t, fake, `
+		client limited {
+			key rk-batchmodels-limited
+			models gpt-4o-mini
+		}
+		upstream batchmodels {UPSTREAM} {
+`+keys+`		}`)
+	upload := func(model string) string {
+		var buf bytes.Buffer
+		mw := multipart.NewWriter(&buf)
+		mw.WriteField("purpose", "batch")
+		fw, _ := mw.CreateFormFile("file", "in.jsonl")
+		fmt.Fprintf(fw, `{"custom_id":"1","method":"POST","url":"/v1/chat/completions","body":{"model":%q,"messages":[{"role":"user","content":"hi"}]}}`+"\n", model)
+		mw.Close()
+		req, _ := http.NewRequest(http.MethodPost, relayBase+"/files", &buf)
+		req.Header.Set("Authorization", "Bearer rk-batchmodels-limited")
+		req.Header.Set("Content-Type", mw.FormDataContentType())
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 {
+			t.Fatalf("upload: %d %s", resp.StatusCode, b)
+		}
+		return idOf(t, string(b))
+	}
+	batch := func(file string) (int, string) {
+		code, _, b := rawPost(t, "rk-batchmodels-limited", "/batches",
+			`{"input_file_id":"`+file+`","endpoint":"/v1/chat/completions","completion_window":"24h"}`)
+		return code, b
+	}
+	upstreamBatches := func() int {
+		n := 0
+		for _, r := range fake.Records() {
+			if r.Path == "/v1/batches" {
+				n++
+			}
+		}
+		return n
+	}
+	forbidden := upload("gpt-4o")
+	if code, b := batch(forbidden); code != http.StatusForbidden || !strings.Contains(b, "gpt-4o") {
+		t.Errorf("a batch of gpt-4o for a client limited to gpt-4o-mini: %d %s; want 403", code, b)
+	}
+	if n := upstreamBatches(); n != 0 {
+		t.Errorf("the refused batch reached the upstream (%d requests)", n)
+	}
+	allowed := upload("gpt-4o-mini")
+	if code, b := batch(allowed); code == http.StatusForbidden {
+		t.Errorf("a batch of gpt-4o-mini was refused: %d %s", code, b)
+	}
+	if n := upstreamBatches(); n != 1 {
+		t.Errorf("the allowed batch reached the upstream %d times; want once", n)
 	}
 }

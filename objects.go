@@ -113,6 +113,9 @@ type objectRecord struct {
 	created int64  // unix seconds
 	ring    uint8
 	slot    int32
+	// models are the models a batch input file names (see batches.go);
+	// nil when the relay did not read them. Not saved across restarts.
+	models []string
 }
 
 // maxObjects bounds the records of each ring (the volume kinds, and the
@@ -178,6 +181,16 @@ func (t *objectTable) remember(id, key, owner string, created time.Time) {
 		r.next = (r.next + 1) % r.size
 	}
 	t.byID[id] = objectRecord{key: key, owner: owner, created: created.Unix(), ring: ring, slot: int32(slot)}
+}
+
+// setModels records the models a batch input file names.
+func (t *objectTable) setModels(id string, models []string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if rec, ok := t.byID[id]; ok {
+		rec.models = models
+		t.byID[id] = rec
+	}
 }
 
 // forget removes the record of a deleted object.
@@ -752,6 +765,11 @@ func (pr *proxyRequest) rememberResponse(key *poolKey, answer []byte, tap *strea
 	}
 	if ownedID(id) {
 		objectOwners.remember(id, key.poolID, owner, now)
+		if ep == "files" && pr.api.kind == bodyMultipart {
+			if models, ok := batchFileModels(pr.api.body, pr.api.boundary); ok {
+				objectOwners.setModels(id, models)
+			}
+		}
 	}
 }
 

@@ -108,11 +108,6 @@ func (rl *Relay) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 		aerr.write(w)
 		return nil
 	}
-	if r.Method == http.MethodPost && ar.endpoint == "batches" && !client.allowsBatches() {
-		(&apiError{Status: http.StatusForbidden, Type: "invalid_request_error", Code: "endpoint_not_allowed",
-			Message: "This client may use only some models, and a batch names its models in its input file, which the relay does not check: batches need `batches` in the client's endpoints."}).write(w)
-		return nil
-	}
 	repl.Set(phModel, ar.model)
 
 	if !client.allowsModel(ar.model) {
@@ -135,8 +130,13 @@ func (rl *Relay) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 	pr.cost = pr.promptEst + rl.completionAllowance(ar)
 
 	// Stored objects of other clients are refused before the cache and
-	// any upstream call (objects.go).
+	// any upstream call (objects.go), and so are batches of models the
+	// client may not use (batches.go).
 	if aerr := pr.checkObjects(); aerr != nil {
+		aerr.write(w)
+		return nil
+	}
+	if aerr := pr.checkBatch(); aerr != nil {
 		aerr.write(w)
 		return nil
 	}
