@@ -904,25 +904,29 @@ func (r *trickleReader) Read(p []byte) (int, error) {
 }
 
 // relayGoroutines returns the stacks of the goroutines running the relay's
-// own code, by the relay function nearest to the top of each stack (the
-// fake upstream and the tests are not the relay).
+// own code, by the relay function nearest to the bottom of each stack (what
+// the goroutine is for, whatever it is doing at the moment: the snapshot
+// writer is the same goroutine sleeping or saving; the fake upstream and the
+// tests are not the relay).
 func relayGoroutines() map[string][]string {
 	buf := make([]byte, 8<<20)
 	buf = buf[:runtime.Stack(buf, true)]
 	out := map[string][]string{}
 	for g := range strings.SplitSeq(string(buf), "\n\n") {
+		fn := ""
 		for line := range strings.SplitSeq(g, "\n") {
 			if !strings.HasPrefix(line, "github.com/caddyrelay/openairelay") ||
 				strings.HasPrefix(line, "github.com/caddyrelay/openairelay_test") ||
 				strings.HasPrefix(line, "github.com/caddyrelay/openairelay/internal/fakeopenai") {
 				continue
 			}
-			fn := line
+			fn = line
 			if i := strings.LastIndexByte(fn, '('); i > 0 {
 				fn = fn[:i] // the arguments
 			}
+		}
+		if fn != "" {
 			out[fn] = append(out[fn], g)
-			break
 		}
 	}
 	return out
