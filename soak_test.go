@@ -10,6 +10,7 @@ import (
 	"io"
 	"log"
 	"math"
+	"net"
 	"net/http"
 	"net/http/httptrace"
 	"os"
@@ -324,6 +325,13 @@ var soakKinds = []string{"chat", "chat stream", "embeddings", "responses stream"
 
 const keepAliveRace = "connection closed by a reload before the request was read"
 
+// isDialError reports whether err happened while connecting, before any
+// byte of the request was sent.
+func isDialError(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
+}
+
 // soakResult is how one request ended. class is "ok", "truncated stream",
 // "status <code>" (a clear error), "keep-alive race" or a failure class.
 type soakResult struct {
@@ -472,6 +480,10 @@ func soakRequest(client *http.Client, kind int, prompt string, reloads *reloadLo
 			// graceful shutdown (clients retry it). Such a request must not
 			// have been read: TestSoak checks that it never reached the
 			// upstream.
+			res.class, res.detail = keepAliveRace, err.Error()
+		case isDialError(err) && reloads.near(start, time.Now()):
+			// A new connection refused or reset as the old server's
+			// listener closed: nothing was sent, and clients retry it.
 			res.class, res.detail = keepAliveRace, err.Error()
 		default:
 			res.class, res.failure, res.detail = "no answer", true, err.Error()
