@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -29,6 +30,9 @@ type authGuard struct {
 	mu     sync.Mutex
 	byAddr map[string]*authRecord
 	clock  func() time.Time
+	// tracked mirrors len(byAddr), so that the common case (no address
+	// failing) costs no lock on a request's path.
+	tracked atomic.Int64
 }
 
 type authRecord struct {
@@ -45,6 +49,7 @@ func (g *authGuard) current(addr string, now time.Time) *authRecord {
 	r := g.byAddr[addr]
 	if r != nil && !now.Before(r.since.Add(authWindow)) {
 		delete(g.byAddr, addr)
+		g.tracked.Store(int64(len(g.byAddr)))
 		return nil
 	}
 	return r
@@ -52,7 +57,7 @@ func (g *authGuard) current(addr string, now time.Time) *authRecord {
 
 // blocked reports whether addr is to be refused, and until when.
 func (g *authGuard) blocked(addr string) (time.Time, bool) {
-	if isLoopback(addr) {
+	if g.tracked.Load() == 0 || isLoopback(addr) {
 		return time.Time{}, false
 	}
 	g.mu.Lock()
@@ -66,8 +71,8 @@ func (g *authGuard) blocked(addr string) (time.Time, bool) {
 
 // record counts an authentication of addr, failed or not.
 func (g *authGuard) record(addr string, ok bool) {
-	if isLoopback(addr) {
-		return
+	if (ok && g.tracked.Load() == 0) || isLoopback(addr) {
+		return // nothing to remember of a success when no address is failing
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -82,6 +87,7 @@ func (g *authGuard) record(addr string, ok bool) {
 		}
 		r = &authRecord{since: now}
 		g.byAddr[addr] = r
+		g.tracked.Store(int64(len(g.byAddr)))
 	}
 	if ok {
 		r.succeeded = true

@@ -11,18 +11,6 @@ import (
 	"time"
 )
 
-type oaFile struct {
-	ID            string  `json:"id"`
-	Object        string  `json:"object"`
-	Bytes         int     `json:"bytes"`
-	CreatedAt     int64   `json:"created_at"`
-	ExpiresAt     *int64  `json:"expires_at"`
-	Filename      string  `json:"filename"`
-	Purpose       string  `json:"purpose"`
-	Status        string  `json:"status"`
-	StatusDetails *string `json:"status_details"`
-}
-
 type oaList[T any] struct {
 	Object  string  `json:"object"`
 	Data    []T     `json:"data"`
@@ -86,13 +74,13 @@ func postFiles(t *testing.T, s *Server, key, ct string, body []byte) (*http.Resp
 	return resp, out.Bytes()
 }
 
-func uploadOK(t *testing.T, s *Server, key, purpose, filename, content string) oaFile {
+func uploadOK(t *testing.T, s *Server, key, purpose, filename, content string) fileObject {
 	t.Helper()
 	resp, b := upload(t, s, key, purpose, filename, []byte(content))
 	if resp.StatusCode != 200 {
 		t.Fatalf("upload: %d %s", resp.StatusCode, b)
 	}
-	return decode[oaFile](t, b)
+	return decode[fileObject](t, b)
 }
 
 func respondOK(t *testing.T, s *Server, key, body string) oaStoredResponse {
@@ -178,7 +166,7 @@ func TestFileLifecycle(t *testing.T) {
 			t.Errorf("file object lacks %s: %s", f, b)
 		}
 	}
-	f := decode[oaFile](t, b)
+	f := decode[fileObject](t, b)
 	if !strings.HasPrefix(f.ID, "file-") || f.Object != "file" || f.Bytes != len(content) || f.CreatedAt != 1_700_000_000 ||
 		f.Filename != "input.jsonl" || f.Purpose != "batch" || f.Status != "processed" || f.ExpiresAt != nil {
 		t.Errorf("file %+v", f)
@@ -192,7 +180,7 @@ func TestFileLifecycle(t *testing.T) {
 		check              func(t *testing.T, resp *http.Response, b []byte)
 	}{
 		{"retrieve", "GET", "/files/" + f.ID, func(t *testing.T, resp *http.Response, b []byte) {
-			if got := decode[oaFile](t, b); resp.StatusCode != 200 || got != f {
+			if got := decode[fileObject](t, b); resp.StatusCode != 200 || got != f {
 				t.Errorf("%d %+v", resp.StatusCode, got)
 			}
 		}},
@@ -202,7 +190,7 @@ func TestFileLifecycle(t *testing.T) {
 			}
 		}},
 		{"list", "GET", "/files", func(t *testing.T, resp *http.Response, b []byte) {
-			l := decode[oaList[oaFile]](t, b)
+			l := decode[oaList[fileObject]](t, b)
 			if l.Object != "list" || len(l.Data) != 1 || l.Data[0] != f || l.HasMore || *l.FirstID != f.ID || *l.LastID != f.ID {
 				t.Errorf("%s", b)
 			}
@@ -280,7 +268,7 @@ func TestFileList(t *testing.T) {
 			if resp.StatusCode != 200 {
 				t.Fatalf("%d %s", resp.StatusCode, b)
 			}
-			l := decode[oaList[oaFile]](t, b)
+			l := decode[oaList[fileObject]](t, b)
 			var got []string
 			for _, f := range l.Data {
 				got = append(got, f.ID)
@@ -352,7 +340,7 @@ func TestObjectIsolation(t *testing.T) {
 			})
 		}
 		// The stranger's list does not show the file; deletes are refused.
-		if l := decode[oaList[oaFile]](t, mustBody(t, s, "GET", "/files", stranger)); len(l.Data) != 0 != shared {
+		if l := decode[oaList[fileObject]](t, mustBody(t, s, "GET", "/files", stranger)); len(l.Data) != 0 != shared {
 			t.Errorf("shared %v: stranger lists %d files", shared, len(l.Data))
 		}
 		if !shared {
