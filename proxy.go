@@ -424,43 +424,6 @@ func setKeyAuth(h http.Header, key *poolKey) {
 	h.Set("Authorization", "Bearer "+key.secret)
 }
 
-// droppedRequestHeaders never reach an upstream: the client's own
-// credentials and OpenAI account selectors (the key decides the account),
-// the relay's own controls, cookies of the site the relay may share, and
-// Accept-Encoding, left to the transport so that it can read usage from a
-// body it decompresses itself.
-var droppedRequestHeaders = []string{
-	"Authorization", "Api-Key", "Openai-Organization", "Openai-Project",
-	"X-Relay-Priority", "Cookie", "Accept-Encoding", "Content-Length", "Host",
-	"Proxy-Authorization", "Proxy-Connection", "Keep-Alive", "Te", "Trailer",
-	"Transfer-Encoding", "Upgrade",
-}
-
-func outboundHeader(in http.Header) http.Header {
-	out := make(http.Header, len(in))
-	for k, v := range in {
-		out[k] = v
-	}
-	removeConnectionHeaders(out)
-	for _, h := range droppedRequestHeaders {
-		delete(out, h)
-	}
-	return out
-}
-
-// removeConnectionHeaders removes the fields named in Connection, and
-// Connection itself (RFC 9110 §7.6.1).
-func removeConnectionHeaders(h http.Header) {
-	for _, v := range h["Connection"] {
-		for f := range strings.SplitSeq(v, ",") {
-			if f = strings.TrimSpace(f); f != "" {
-				h.Del(f)
-			}
-		}
-	}
-	delete(h, "Connection")
-}
-
 // fail answers a request whose every attempt failed. Identical requests
 // folded into this one get the same answer: each of them running the whole
 // retry cycle again in turn would only repeat it.

@@ -8,46 +8,12 @@ import (
 	"io"
 	"mime"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 )
-
-// droppedResponseHeaders are upstream response fields a client of the relay
-// must not see: the upstream account's identifiers, cookies and alternative
-// services of the upstream's domain, and its server name (Caddy sets its
-// own). The upstream key's x-ratelimit-* are dropped too: clients get their
-// own.
-var droppedResponseHeaders = []string{
-	"Openai-Organization", "Openai-Project", "Set-Cookie", "Alt-Svc", "Server",
-	"Keep-Alive", "Proxy-Connection", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
-}
-
-func copyResponseHeader(dst, src http.Header) {
-	connection := src["Connection"]
-	for k, v := range src {
-		if strings.HasPrefix(k, "X-Ratelimit-") || slices.Contains(droppedResponseHeaders, k) ||
-			k == "Connection" || namedIn(connection, k) {
-			continue
-		}
-		dst[k] = v
-	}
-}
-
-// namedIn reports whether field is listed in the Connection header values.
-func namedIn(connection []string, field string) bool {
-	for _, v := range connection {
-		for f := range strings.SplitSeq(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(f), field) {
-				return true
-			}
-		}
-	}
-	return false
-}
 
 // clientWriteTimeout is how long a write to the client may wait for it to
 // read (see respond), in ns: two minutes, but in tests.
