@@ -9,11 +9,26 @@ import (
 	"github.com/caddyrelay/openairelay/internal/limit"
 )
 
-// acquire chooses the key for the next attempt and reserves the request's
-// estimated cost on it and on the client. When no key has room, the request
-// waits in the queue, by priority then arrival, until one has, or until
-// max_wait: then it gets 429 with Retry-After.
-func (pr *proxyRequest) acquire() (*poolKey, *apiError) {
+// admit lets the request on to acquire, or refuses it: the client's budget
+// must hold its estimated spend (reserved until releaseBudget, spend.go),
+// and some key must be large enough for it (tooLarge).
+func (pr *proxyRequest) admit() *apiError {
+	if aerr := pr.reserveBudget(); aerr != nil {
+		return aerr
+	}
+	if aerr := pr.tooLarge(); aerr != nil {
+		pr.releaseBudget()
+		return aerr
+	}
+	return nil
+}
+
+// acquire chooses the key for the next attempt and holds the request's
+// estimated tokens on it and on the client. When no key has room, the
+// request waits in the queue, by priority then arrival, until one has, or
+// until max_wait: then it gets 429 with Retry-After. Both results are nil
+// when the client left.
+func (pr *proxyRequest) acquire() (*hold, *apiError) {
 	if !pr.anyKeyLeft() {
 		return nil, errNoKeys()
 	}
@@ -23,17 +38,17 @@ func (pr *proxyRequest) acquire() (*poolKey, *apiError) {
 	st := pr.client.state
 	if st.waiting.Add(1) > int64(pr.rl.queueShare) {
 		st.waiting.Add(-1)
-		if k, _ := pr.tryAcquire(time.Now()); k != nil {
-			return k, nil
+		if h, _ := pr.tryAcquire(time.Now()); h != nil {
+			return h, nil
 		}
 		return nil, errNoCapacity(time.Second, "this client already has its share of the relay's queue waiting.")
 	}
 	defer st.waiting.Add(-1)
-	var got *poolKey
+	var got *hold
 	try := func(now time.Time) (time.Time, bool) {
-		k, retryAt := pr.tryAcquire(now)
-		got = k
-		return retryAt, k != nil
+		h, retryAt := pr.tryAcquire(now)
+		got = h
+		return retryAt, h != nil
 	}
 	waited, err := pr.rl.queue.Wait(pr.req.Context(), pr.priority, pr.deadline, try)
 	pr.queued += waited
@@ -106,11 +121,11 @@ func (pr *proxyRequest) anyKeyLeft() bool {
 // tryAcquire makes one attempt to take capacity at now: the client's limits
 // first, then the tiers in order. A higher tier is tried only when no key of
 // the lower tiers can serve before the request's deadline. It returns the
-// key with the reservation held in pr.reservation, or the earliest time one
-// could succeed (zero: after some release).
-func (pr *proxyRequest) tryAcquire(now time.Time) (*poolKey, time.Time) {
+// hold on a key, or the earliest time one could succeed (zero: after some
+// release).
+func (pr *proxyRequest) tryAcquire(now time.Time) (*hold, time.Time) {
 	if cl := pr.client.limiter; cl != nil {
-		if at, ok := cl.Check(now, pr.cost); !ok {
+		if at, ok := cl.Check(now, pr.estimate); !ok {
 			pr.clientLimited = true
 			return nil, at
 		}
@@ -119,17 +134,17 @@ func (pr *proxyRequest) tryAcquire(now time.Time) (*poolKey, time.Time) {
 	if k := pr.pinnedKey(); k != nil {
 		// The response this request continues lives with this key's
 		// organisation: wait for this key rather than go elsewhere.
-		if pr.reserve(now, k) {
-			return k, time.Time{}
+		if h, ok := reserve(now, k, pr.client.limiter, pr.estimate); ok {
+			return h, time.Time{}
 		}
-		at, _ := k.limiter.Check(now, pr.cost)
+		at, _ := k.limiter.Check(now, pr.estimate)
 		return nil, at
 	}
 	var earliest time.Time
 	for ti, t := range pr.route.tiers {
-		k, at := pr.tryTier(now, t, pr.route.eligible[ti])
-		if k != nil {
-			return k, time.Time{}
+		h, at := pr.tryTier(now, t, pr.route.eligible[ti])
+		if h != nil {
+			return h, time.Time{}
 		}
 		if at.IsZero() || !at.After(pr.deadline) {
 			// This tier can serve within the wait budget: wait for it
@@ -150,8 +165,8 @@ var neverTime = time.Unix(1<<40, 0)
 // balance policy's keys. Keys that failed this request are avoided while
 // others can serve, and after a server error so are the upstreams that gave
 // it.
-func (pr *proxyRequest) tryTier(now time.Time, t *tier, eligible []bool) (*poolKey, time.Time) {
-	if at, ok := t.saturated(pr.cost, eligible, now); ok {
+func (pr *proxyRequest) tryTier(now time.Time, t *tier, eligible []bool) (*hold, time.Time) {
+	if at, ok := t.saturated(pr.estimate, eligible, now); ok {
 		return nil, at
 	}
 	gen := capacityGen.Load()
@@ -161,16 +176,16 @@ func (pr *proxyRequest) tryTier(now time.Time, t *tier, eligible []bool) (*poolK
 		first = len(passes) - 1 // nothing to avoid: one pass
 	}
 	for _, avoid := range passes[first:] {
-		if k := pr.tryUpstreams(now, t, eligible, avoid.keys, avoid.upstreams); k != nil {
-			return k, time.Time{}
+		if h := pr.tryUpstreams(now, t, eligible, avoid.keys, avoid.upstreams); h != nil {
+			return h, time.Time{}
 		}
 	}
 	at := pr.earliestInTier(now, t, eligible)
-	t.markSaturated(gen, pr.cost, eligible, at)
+	t.markSaturated(gen, pr.estimate, eligible, at)
 	return nil, at
 }
 
-func (pr *proxyRequest) tryUpstreams(now time.Time, t *tier, eligible []bool, avoidKeys, avoidUpstreams bool) *poolKey {
+func (pr *proxyRequest) tryUpstreams(now time.Time, t *tier, eligible []bool, avoidKeys, avoidUpstreams bool) *hold {
 	var excluded []bool // upstreams found without room during this pass
 	for {
 		ui := t.upSel.pick(len(t.upstreams),
@@ -182,47 +197,23 @@ func (pr *proxyRequest) tryUpstreams(now time.Time, t *tier, eligible []bool, av
 		if ui < 0 {
 			return nil
 		}
-		k := t.pickers[ui].pick(now, func(k *poolKey) bool {
+		var got *hold
+		t.pickers[ui].pick(now, func(k *poolKey) bool {
 			if avoidKeys && containsPtr(pr.tried, k) {
 				return false
 			}
-			return pr.reserve(now, k)
+			h, ok := reserve(now, k, pr.client.limiter, pr.estimate)
+			got = h
+			return ok
 		})
-		if k != nil {
-			return k
+		if got != nil {
+			return got
 		}
 		if excluded == nil {
 			excluded = make([]bool, len(t.upstreams))
 		}
 		excluded[ui] = true
 	}
-}
-
-// reserve takes the request's cost on the key and the client at once.
-func (pr *proxyRequest) reserve(now time.Time, k *poolKey) bool {
-	if k.state.retired() {
-		return false
-	}
-	learning := false
-	if !k.state.answered.Load() && k.unconfigured {
-		// Nothing known of the key's limits yet: one request at a time
-		// until an answer teaches them.
-		if !k.state.learning.CompareAndSwap(false, true) {
-			return false
-		}
-		learning = true
-	}
-	m, _, ok := limit.ReserveAll(now, pr.cost, k.limiter, pr.client.limiter)
-	if !ok {
-		if learning {
-			k.state.learning.Store(false)
-		}
-		return false
-	}
-	pr.resMu.Lock()
-	pr.reservation, pr.heldKey, pr.learning = m, k, learning
-	pr.resMu.Unlock()
-	return true
 }
 
 // earliestInTier is when the first eligible key of the tier could take the
@@ -238,7 +229,7 @@ func (pr *proxyRequest) earliestInTier(now time.Time, t *tier, eligible []bool) 
 			if k.state.retired() {
 				continue
 			}
-			at, ok := k.limiter.Check(now, pr.cost)
+			at, ok := k.limiter.Check(now, pr.estimate)
 			if ok || at.IsZero() {
 				return time.Time{} // has room, or will after a release
 			}
@@ -255,7 +246,7 @@ func (pr *proxyRequest) earliestInTier(now time.Time, t *tier, eligible []bool) 
 var capacityGen atomic.Uint64
 
 // capacityReleased records a release and wakes the queue.
-func (rl *Relay) capacityReleased() {
+func capacityReleased() {
 	capacityGen.Add(1)
 	queues.notify()
 }

@@ -1,6 +1,7 @@
 package openairelay
 
 import (
+	"math"
 	"bytes"
 	"context"
 	"errors"
@@ -21,6 +22,65 @@ const (
 	cacheBypass    = "BYPASS"
 	cacheCoalesced = "COALESCED"
 )
+
+// fromCache answers the request from the cache when it can: from the
+// store (an identical request's answer), from the semantic index (a similar
+// one's), or as a follower of an identical request in flight. It reports
+// whether the request was answered. When it was not and the answer may be
+// cached, the request leads a flight: pr.sink shares its answer with the
+// requests that fold into it and stores it.
+func (pr *proxyRequest) fromCache(w http.ResponseWriter) bool {
+	cl, result := pr.rl.cacheFor(pr.client, pr.api, pr.req)
+	if result == cacheBypass {
+		pr.markCache(w.Header(), cacheBypass)
+	}
+	if cl == nil {
+		return false
+	}
+	if pr.serveCached(w, cl) {
+		return true
+	}
+	if cl.c.Semantic != nil && pr.serveSemantic(w, cl) {
+		return true
+	}
+	if pr.joinFlight(w, cl) {
+		return true
+	}
+	pr.markCache(w.Header(), cacheMiss)
+	return false
+}
+
+// joinFlight folds the request into an identical one in flight, or makes it
+// the one others fold into. It reports whether the request was answered (as
+// a follower); otherwise it leads the flight and calls the upstream itself.
+func (pr *proxyRequest) joinFlight(w http.ResponseWriter, cl *cacheLookup) bool {
+	for {
+		f, leader := cl.c.group.Join(cl.key)
+		if leader {
+			// The flight buffers no more than the store would keep.
+			f.SetLimit(int(min(cl.c.MaxEntry, math.MaxInt32)))
+			pr.sink = &recorder{cl: cl, flight: f}
+			return false
+		}
+		if pr.follow(w, f, cl) {
+			return true
+		}
+		// The leader gave up before answering: join again; one of the
+		// waiters becomes the new leader. An answer stored meanwhile is
+		// served from the store.
+		if pr.serveCached(w, cl) {
+			return true
+		}
+	}
+}
+
+// leaveFlight lets the requests folded into this one go their own way if it
+// ends without an answer to share.
+func (pr *proxyRequest) leaveFlight() {
+	if rec, ok := pr.sink.(*recorder); ok {
+		rec.abandon()
+	}
+}
 
 // cacheControl is what a request's Cache-Control asks of the cache.
 type cacheControl struct {
@@ -202,9 +262,10 @@ func (pr *proxyRequest) setCacheHeaders(h http.Header, stream bool, result strin
 }
 
 // follow serves a request folded into an identical one in flight. It
-// returns false when the leader gave up before answering: the caller then
-// joins again, and one of the waiters becomes the new leader.
-func (pr *proxyRequest) follow(w http.ResponseWriter, f *cache.Flight, cl *cacheLookup) (served bool) {
+// reports done when nothing is left to do (the answer was written, or the
+// client left), and false when the leader gave up before answering: the
+// caller then joins again, and one of the waiters becomes the new leader.
+func (pr *proxyRequest) follow(w http.ResponseWriter, f *cache.Flight, cl *cacheLookup) (done bool) {
 	ctx := pr.req.Context()
 	fl, err := f.Follow(ctx)
 	if err != nil {
@@ -291,24 +352,31 @@ func (pr *proxyRequest) startCoalesced(w http.ResponseWriter, fl *cache.Follower
 }
 
 // recorder feeds the leader's upstream answer to the requests folded into
-// it, and stores it once complete.
+// it, and stores it once complete: the answerSink of a flight's leader.
 type recorder struct {
 	cl     *cacheLookup
 	flight *cache.Flight
 	ended  bool
 }
 
+var _ answerSink = (*recorder)(nil)
+
 func (rec *recorder) start(resp *http.Response) {
 	rec.flight.Start(resp.StatusCode, resp.Header.Clone())
 }
 
-func (rec *recorder) write(p []byte) { rec.flight.Write(p) }
+func (rec *recorder) Write(p []byte) (int, error) {
+	rec.flight.Write(p)
+	return len(p), nil
+}
 
-// finish ends the flight: a complete 2xx answer is stored first, so that a
+func (rec *recorder) following() bool { return rec.flight.Followers() > 0 }
+
+// end ends the flight: a complete 2xx answer is stored first, so that a
 // request arriving as the flight ends finds it in the store.
-func (rec *recorder) finish(ctx context.Context, resp *http.Response, complete bool, bodyErr error) {
+func (rec *recorder) end(ctx context.Context, resp *http.Response, bodyErr error) {
 	rec.ended = true
-	if !complete {
+	if bodyErr != nil {
 		rec.flight.FailBody(bodyErr)
 		return
 	}
@@ -358,7 +426,7 @@ func streamEndedWell(endpoint cache.Endpoint, body []byte) bool {
 // abandon lets the requests folded into this one go their own way when it
 // ends without an upstream answer to share.
 func (rec *recorder) abandon() {
-	if rec != nil && !rec.ended {
+	if !rec.ended {
 		rec.ended = true
 		rec.flight.Abandon()
 	}

@@ -149,7 +149,7 @@ func (c *CacheConfig) provision(rl *Relay) error {
 		if err := c.Semantic.provision(); err != nil {
 			return err
 		}
-		if rl.route(internalClient, c.Semantic.Model).empty() {
+		if rl.eligible(internalClient, c.Semantic.Model).empty() {
 			return fmt.Errorf("cache semantic: no upstream serves the embedding model %q", c.Semantic.Model)
 		}
 	}

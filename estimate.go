@@ -53,13 +53,17 @@ func (rl *Relay) estimatePrompt(ar *apiRequest) int64 {
 	return countChars(ar.body)
 }
 
-// completionAllowance is what a request may produce: its own max tokens,
-// else the configured default.
 // maxTokenCount bounds a client-chosen max_tokens (no model writes 2^40
 // tokens), so that sums of estimates cannot overflow.
 const maxTokenCount = 1 << 40
 
+// completionAllowance is what a request may produce: its own max tokens,
+// else the configured default.
 func (rl *Relay) completionAllowance(ar *apiRequest) int64 {
+	switch ar.endpoint {
+	case "embeddings", "moderations":
+		return 0 // answered with no completion: the prompt is all they cost
+	}
 	if ar.maxOut > 0 {
 		return ar.maxOut
 	}

@@ -871,9 +871,10 @@ func (pr *proxyRequest) listsOwnObjects() bool {
 // the upstream's pages from the client's cursor on, followed (with after =
 // the last id) while the upstream has more, until the client's limit is
 // filled, the list ends or maxListPages were read.
-func (pr *proxyRequest) respondOwnList(w http.ResponseWriter, resp *http.Response, key *poolKey) {
+func (pr *proxyRequest) respondOwnList(w http.ResponseWriter, resp *http.Response, h *hold) {
+	key := h.key
 	first, err := io.ReadAll(io.LimitReader(resp.Body, maxListPage+1))
-	pr.release(key, true, 0)
+	h.settle(0) // the pages that follow are requests of their own
 	if err != nil || len(first) > maxListPage {
 		errUpstream(http.StatusBadGateway, "The upstream's list could not be read.").write(w)
 		return
@@ -919,15 +920,12 @@ func (pr *proxyRequest) respondOwnList(w http.ResponseWriter, resp *http.Respons
 // more request on the key's limits. It reports false when the page could
 // not be had (no room on the key, an error): the list then stops there.
 func (pr *proxyRequest) fetchListPage(key *poolKey, q url.Values, limit int, after string) ([]byte, bool) {
-	if key.state.retired() {
-		return nil, false
-	}
 	now := time.Now()
-	res, _, ok := key.limiter.Reserve(now, 0)
+	h, ok := reserve(now, key, nil, 0)
 	if !ok {
 		return nil, false
 	}
-	defer func() { res.Settle(time.Now(), 0) }()
+	defer h.settle(0)
 	out, err := pr.outboundRequest(pr.req.Context(), key)
 	if err != nil {
 		return nil, false
@@ -937,7 +935,7 @@ func (pr *proxyRequest) fetchListPage(key *poolKey, q url.Values, limit int, aft
 	pq.Set("after", after)
 	out.URL.RawQuery = pq.Encode()
 	key.state.requests.Add(1)
-	res.Retime(time.Now())
+	h.sent()
 	resp, err := key.upstream.transport.RoundTrip(out)
 	if err != nil {
 		return nil, false

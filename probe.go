@@ -50,7 +50,7 @@ func (rl *Relay) probe(ctx context.Context, k *poolKey) {
 	}
 	rl.logger.Info("retired key passed its probe; restored",
 		zap.String("upstream", k.upstream.Name), zap.String("key", k.id))
-	rl.capacityReleased()
+	capacityReleased()
 }
 
 // retireKey takes a key out of rotation for reason (built by deadReason).

@@ -12,7 +12,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 	"unicode/utf8"
+
+	"github.com/caddyserver/caddy/v2"
 )
 
 // apiRequest is what the relay needs to know of a client request. The body is
@@ -45,6 +49,94 @@ type apiRequest struct {
 	// nestedModel is set when model was read from inside the body
 	// (session.model), where no alias is spliced.
 	nestedModel bool
+
+	// buf holds body, and held is what it counts against max_buffered,
+	// until Relay.releaseBody.
+	buf  *bytes.Buffer
+	held int64
+}
+
+// parse reads and checks a client's request: its method and endpoint, its
+// body (bounded by max_body_size and, with every body held, by
+// max_buffered) and the model it names, which the client must be allowed.
+// On a refusal it writes the answer and reports false; otherwise the body
+// is held until releaseBody.
+func (rl *Relay) parse(w http.ResponseWriter, r *http.Request, client *Client, repl *caddy.Replacer) (*apiRequest, bool) {
+	// The API takes GET, POST and DELETE: anything else (TRACE, PUT, …)
+	// is refused before it can reach an upstream that might echo it.
+	if r.Method != http.MethodGet && r.Method != http.MethodPost && r.Method != http.MethodDelete {
+		(&apiError{Status: http.StatusMethodNotAllowed, Type: "invalid_request_error", Code: "method_not_allowed",
+			Message: "Invalid method for URL (" + truncateForMessage(r.Method) + " " + truncateForMessage(r.URL.Path) + ")"}).write(w)
+		return nil, false
+	}
+	endpoint, ok := apiEndpoint(r.URL.Path)
+	if !ok {
+		(&apiError{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "unknown_url",
+			Message: "Invalid URL (" + r.Method + " " + truncateForMessage(r.URL.Path) + ")"}).write(w)
+		return nil, false
+	}
+	if !client.allowsEndpoint(endpoint) {
+		(&apiError{Status: http.StatusForbidden, Type: "invalid_request_error", Code: "endpoint_not_allowed",
+			Message: "This client may not call " + truncateForMessage(r.URL.Path) + " through this relay."}).write(w)
+		return nil, false
+	}
+
+	ar := &apiRequest{endpoint: endpoint, buf: getBuffer()}
+	if aerr := rl.readBody(w, r, ar.buf); aerr != nil {
+		putBuffer(ar.buf)
+		aerr.write(w)
+		return nil, false
+	}
+	ar.body = ar.buf.Bytes()
+	// Bodies held (in flight and queued) stay within max_buffered.
+	ar.held = int64(ar.buf.Cap())
+	if rl.buffered.Add(ar.held) > rl.MaxBuffered {
+		rl.releaseBody(ar)
+		(&apiError{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "relay_busy", RetryAfter: time.Second,
+			Message: "The relay holds as many request bodies as it may: try again shortly."}).write(w)
+		return nil, false
+	}
+	if aerr := ar.check(r, client); aerr != nil {
+		rl.releaseBody(ar)
+		aerr.write(w)
+		return nil, false
+	}
+	repl.Set(phModel, ar.model)
+	return ar, true
+}
+
+// check parses the body and finds the request's model, which the client
+// must be allowed.
+func (ar *apiRequest) check(r *http.Request, client *Client) *apiError {
+	if aerr := ar.parseBody(r.Method, r.Header); aerr != nil {
+		return aerr
+	}
+	// GET /v1/models/{model} (and DELETE, for fine-tuned models) names
+	// its model in the path: it is routed and allowed like a body's model,
+	// and a body cannot name another.
+	if id, ok := strings.CutPrefix(ar.endpoint, "models/"); ok && id != "" {
+		if !utf8.ValidString(id) || (ar.model != "" && ar.model != id) || !client.allowsModel(id) {
+			return errModelNotFound(id)
+		}
+		ar.model = id
+	}
+	if aerr := ar.requireModel(r.Method); aerr != nil {
+		return aerr
+	}
+	if !client.allowsModel(ar.model) {
+		return errModelNotAllowed(ar.model)
+	}
+	return nil
+}
+
+// releaseBody gives back the body's buffer and its share of max_buffered.
+func (rl *Relay) releaseBody(ar *apiRequest) {
+	if ar.buf == nil {
+		return
+	}
+	rl.buffered.Add(-ar.held)
+	putBuffer(ar.buf)
+	ar.buf, ar.held = nil, 0
 }
 
 // caseSensitiveMembers are the members the relay routes, limits and
@@ -574,3 +666,57 @@ func skipValue(data []byte, i int) int {
 		return i
 	}
 }
+
+// readBody reads the whole request body into buf, bounded by MaxBodySize. It
+// is read before anything is sent upstream so that it can be checked, routed
+// by its model and replayed on a retry.
+func (rl *Relay) readBody(w http.ResponseWriter, r *http.Request, buf *bytes.Buffer) *apiError {
+	if r.ContentLength > rl.MaxBodySize {
+		return errBodyTooLarge(rl.MaxBodySize)
+	}
+	if r.Body == nil || r.Body == http.NoBody {
+		return nil
+	}
+	// Room for what the client announced, within reason: a client that
+	// announces a large body and sends little must not make the relay hold
+	// the announced size.
+	if r.ContentLength > 0 {
+		buf.Grow(int(min(r.ContentLength, maxPreallocatedBody)))
+	}
+	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, rl.MaxBodySize))
+	if err == nil {
+		return nil
+	}
+	if _, tooLarge := errors.AsType[*http.MaxBytesError](err); tooLarge {
+		return errBodyTooLarge(rl.MaxBodySize)
+	}
+	if errors.Is(err, io.ErrUnexpectedEOF) || r.Context().Err() != nil {
+		return &apiError{Status: http.StatusBadRequest, Type: "invalid_request_error",
+			Message: "The request body ended before its declared length."}
+	}
+	return &apiError{Status: http.StatusBadRequest, Type: "invalid_request_error",
+		Message: "The request body could not be read: " + err.Error()}
+}
+
+// bufferPool recycles request body buffers. Buffers that grew past
+// maxPooledBuffer are dropped so one huge upload does not stay pinned.
+var bufferPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+const maxPooledBuffer = 1 << 20
+
+// maxPreallocatedBody bounds the buffer reserved from Content-Length before
+// the body arrives; a larger body grows it as it comes.
+const maxPreallocatedBody = 256 << 10
+
+func getBuffer() *bytes.Buffer {
+	buf := bufferPool.Get().(*bytes.Buffer)
+	buf.Reset()
+	return buf
+}
+
+func putBuffer(buf *bytes.Buffer) {
+	if buf != nil && buf.Cap() <= maxPooledBuffer {
+		bufferPool.Put(buf)
+	}
+}
+

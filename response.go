@@ -25,20 +25,47 @@ func init() { clientWriteTimeout.Store(int64(2 * time.Minute)) }
 // usage: answers with usage are small; a larger one settles on the estimate.
 const maxUsageBody = 4 << 20
 
-// respond copies an answer the client is to see, then settles the
-// reservation on the usage it reported. Streams are flushed after every read,
-// so that each event leaves as soon as it arrived.
-func (pr *proxyRequest) respond(w http.ResponseWriter, resp *http.Response, key *poolKey, success bool) {
+// answerSink receives a copy of an answer as the upstream sent it (before
+// the usage tap): the leader's flight recorder of the cache (cache.go),
+// which shares it with identical requests and stores it.
+type answerSink interface {
+	io.Writer
+	start(resp *http.Response)
+	// end ends the copy: whole when bodyErr is nil.
+	end(ctx context.Context, resp *http.Response, bodyErr error)
+	// following reports whether identical requests wait for the answer.
+	following() bool
+}
+
+// answer is what respond saw of an answer, for finish to settle on.
+type answer struct {
+	success bool
+	// free is set when the request is settled already, on no tokens (a
+	// list the relay filtered).
+	free bool
+	tap  *streamTap // a stream's tap
+	body []byte     // a non-stream answer kept whole (nil: too large)
+	kept *bytes.Buffer
+	// cut is set when the upstream's body ended early with the client still
+	// there: its answer is ended as an abort once settled.
+	cut bool
+}
+
+// respond copies an answer the client is to see, and returns what finish
+// settles on. Streams are flushed after every read, so that each event
+// leaves as soon as it arrived.
+func (pr *proxyRequest) respond(w http.ResponseWriter, resp *http.Response, h *hold, success bool) answer {
 	defer resp.Body.Close()
+	key := h.key
 	scrubHeader(resp.Header, key.secret, key.upstream.base)
 	if success && strings.TrimSuffix(pr.api.endpoint, "/") == "models" && len(pr.client.Models) > 0 {
-		pr.respondModels(w, resp, key)
-		return
+		pr.respondModels(w, resp, h)
+		return answer{success: true, free: true}
 	}
 	// Lists of stored objects show the client its own (objects.go).
 	if success && pr.listsOwnObjects() {
-		pr.respondOwnList(w, resp, key)
-		return
+		pr.respondOwnList(w, resp, h)
+		return answer{success: true, free: true}
 	}
 	copyResponseHeader(w.Header(), resp.Header)
 	if cl := pr.client.limiter; cl != nil {
@@ -49,29 +76,52 @@ func (pr *proxyRequest) respond(w http.ResponseWriter, resp *http.Response, key 
 	// too, and their usage must still be read. Bodies of unknown length are
 	// flushed as they arrive all the same, as reverse_proxy does.
 	stream := isEventStream(resp)
-	flush := stream || resp.ContentLength == -1
-	var tap *streamTap
+	a := answer{success: success}
 	if stream && success {
-		tap = newStreamTap(pr.api.endpoint, pr.injectedUsage)
-		if tap.rewrites() {
+		a.tap = newStreamTap(pr.api.endpoint, pr.injectedUsage)
+		if a.tap.rewrites() {
 			w.Header().Del("Content-Length")
 		}
 	}
 	w.WriteHeader(resp.StatusCode)
-	if pr.rec != nil {
-		pr.rec.start(resp)
+	if pr.sink != nil {
+		pr.sink.start(resp)
 	}
-
-	rc := http.NewResponseController(w)
-	if flush {
-		_ = rc.Flush()
+	out := newClientWriter(w, stream || resp.ContentLength == -1)
+	defer out.close()
+	if a.tap != nil {
+		out.first = func() {
+			timeToFirstToken.WithLabelValues(key.upstream.Name).Observe(time.Since(pr.sentAt).Seconds())
+		}
 	}
-	var kept *bytes.Buffer // a non-stream answer, for its usage
-	tooLarge := false      // kept overflowed maxUsageBody
+	var kept *keeper // a non-stream answer, for its usage
 	if success && !stream {
-		kept = getBuffer()
-		defer putBuffer(kept)
+		kept = &keeper{buf: getBuffer()}
+		a.kept = kept.buf // back to its pool once finished
 	}
+	bodyErr := pr.copyBody(out, resp.Body, key.secret, stream, a.tap, kept)
+	if pr.sink != nil {
+		pr.sink.end(context.WithoutCancel(pr.req.Context()), resp, bodyErr)
+	}
+	if a.tap != nil && !out.gone {
+		if rest := a.tap.close(); len(rest) > 0 {
+			_, _ = out.Write(rest)
+		}
+	}
+	if kept != nil && !kept.overflowed {
+		a.body = kept.buf.Bytes()
+	}
+	if bodyErr != nil && !out.gone {
+		_ = out.rc.Flush()
+		a.cut = true
+	}
+	return a
+}
+
+// copyBody copies the upstream's body to the client: each read scrubbed of
+// the key, copied to the sink, through the tap (a stream) or the keeper (an
+// answer), then written. It returns why the body ended early, if it did.
+func (pr *proxyRequest) copyBody(out *clientWriter, body io.Reader, secret string, stream bool, tap *streamTap, kept *keeper) error {
 	// A stream holds its buffer for as long as it is open, mostly waiting:
 	// events are small, so streams get a small buffer and many open
 	// streams cost little memory.
@@ -82,100 +132,115 @@ func (pr *proxyRequest) respond(w http.ResponseWriter, resp *http.Response, key 
 	bufp := pool.Get().(*[]byte)
 	defer pool.Put(bufp)
 	buf := *bufp
-	clientGone := false
-	firstEvent := tap != nil
-	scrub := newScrubber(key.secret)
-	// A client that stops reading must not hold the key's concurrency slot
-	// and the upstream connection for ever: a write that waits longer than
-	// clientWriteTimeout fails, and the copy ends as for a client gone. The
-	// deadline is moved at most once a second, and lifted at the end, for
-	// the connection's next request.
-	var deadlineSet time.Time
-	defer func() {
-		if !deadlineSet.IsZero() {
-			_ = rc.SetWriteDeadline(time.Time{})
-		}
-	}()
-	var bodyErr error
+	scrub := newScrubber(secret)
 	for {
-		n, err := resp.Body.Read(buf)
+		n, err := body.Read(buf)
 		chunk := buf[:n]
 		if scrub != nil {
 			// At the end of the body, what the scrubber held goes too.
 			chunk = scrub.feed(chunk, err != nil)
 		}
 		if len(chunk) > 0 {
-			if pr.rec != nil {
-				pr.rec.write(chunk)
+			if pr.sink != nil {
+				_, _ = pr.sink.Write(chunk)
 			}
 			if tap != nil {
 				chunk = tap.feed(chunk)
-			} else if kept != nil && !tooLarge {
-				if kept.Len()+len(chunk) > maxUsageBody {
-					// Too large to keep whole: usage read from a spliced
-					// answer would be wrong, so the estimate stands.
-					tooLarge = true
-				} else {
-					kept.Write(chunk)
-				}
+			} else if kept != nil {
+				kept.keep(chunk)
 			}
-			if len(chunk) > 0 && !clientGone {
-				if now := time.Now(); now.Sub(deadlineSet) > time.Second {
-					if rc.SetWriteDeadline(now.Add(time.Duration(clientWriteTimeout.Load()))) == nil {
-						deadlineSet = now
-					}
-				}
-				if _, werr := w.Write(chunk); werr != nil {
-					clientGone = true
-				} else if flush {
-					_ = rc.Flush()
-				}
-				if firstEvent {
-					firstEvent = false
-					timeToFirstToken.WithLabelValues(key.upstream.Name).Observe(time.Since(pr.sentAt).Seconds())
-				}
-			}
+			_, _ = out.Write(chunk)
 		}
 		if err != nil {
-			if err != io.EOF {
-				bodyErr = err
+			if err == io.EOF {
+				return nil
 			}
-			break
+			return err
 		}
-		// A client that left stops the upstream body (the deferred Close
+		// A client that left stops the upstream body (the caller's Close
 		// cancels it), unless identical requests are following this one.
-		if clientGone && (pr.rec == nil || pr.rec.flight.Followers() == 0) {
-			bodyErr = errClientGone
-			break
+		if out.gone && (pr.sink == nil || !pr.sink.following()) {
+			return errClientGone
 		}
 	}
-	if pr.rec != nil {
-		pr.rec.finish(context.WithoutCancel(pr.req.Context()), resp, bodyErr == nil, bodyErr)
+}
+
+// keeper keeps a non-stream answer for its usage, up to maxUsageBody.
+type keeper struct {
+	buf        *bytes.Buffer
+	overflowed bool
+}
+
+func (k *keeper) keep(p []byte) {
+	if k.overflowed {
+		return
 	}
-	if tap != nil && !clientGone {
-		if rest := tap.close(); len(rest) > 0 {
-			_, _ = w.Write(rest)
-			_ = rc.Flush()
+	if k.buf.Len()+len(p) > maxUsageBody {
+		// Too large to keep whole: usage read from a spliced answer would
+		// be wrong, so the estimate stands.
+		k.overflowed = true
+		return
+	}
+	k.buf.Write(p)
+}
+
+// clientWriter writes to the client: flushed after each write when the
+// answer streams, and bounded in time. A client that stops reading must not
+// hold the key's concurrency slot and the upstream connection for ever: a
+// write that waits longer than clientWriteTimeout fails, and the client
+// counts as gone. The deadline is moved at most once a second, and lifted
+// by close, for the connection's next request. Writes after the client is
+// gone are dropped.
+type clientWriter struct {
+	w           http.ResponseWriter
+	rc          *http.ResponseController
+	flush       bool
+	deadlineSet time.Time
+	gone        bool
+	first       func() // called after the first write, if set
+}
+
+func newClientWriter(w http.ResponseWriter, flush bool) *clientWriter {
+	cw := &clientWriter{w: w, rc: http.NewResponseController(w), flush: flush}
+	if flush {
+		_ = cw.rc.Flush()
+	}
+	return cw
+}
+
+func (cw *clientWriter) Write(p []byte) (int, error) {
+	if cw.gone || len(p) == 0 {
+		return len(p), nil
+	}
+	if now := time.Now(); now.Sub(cw.deadlineSet) > time.Second {
+		if cw.rc.SetWriteDeadline(now.Add(time.Duration(clientWriteTimeout.Load()))) == nil {
+			cw.deadlineSet = now
 		}
 	}
-	if tooLarge {
-		kept = nil
+	if _, err := cw.w.Write(p); err != nil {
+		cw.gone = true
+	} else if cw.flush {
+		_ = cw.rc.Flush()
 	}
-	pr.settle(key, success, tap, kept)
-	if bodyErr != nil && !clientGone {
-		// The upstream's body was cut: end the client's answer as an abort,
-		// as reverse_proxy does, so that it cannot pass for a whole one.
-		_ = rc.Flush()
-		panic(http.ErrAbortHandler)
+	if cw.first != nil {
+		cw.first()
+		cw.first = nil
+	}
+	return len(p), nil
+}
+
+func (cw *clientWriter) close() {
+	if !cw.deadlineSet.IsZero() {
+		_ = cw.rc.SetWriteDeadline(time.Time{})
 	}
 }
 
 // respondModels answers GET /v1/models for a client limited to some models
 // with the upstream's list less the models the client may not use.
-func (pr *proxyRequest) respondModels(w http.ResponseWriter, resp *http.Response, key *poolKey) {
+func (pr *proxyRequest) respondModels(w http.ResponseWriter, resp *http.Response, h *hold) {
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxUsageBody+1))
-	body = scrub(body, key.secret)
-	pr.release(key, true, 0)
+	body = scrub(body, h.key.secret)
+	h.settle(0)
 	var list struct {
 		Object string            `json:"object"`
 		Data   []json.RawMessage `json:"data"`
@@ -205,52 +270,6 @@ func (pr *proxyRequest) respondModels(w http.ResponseWriter, resp *http.Response
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(resp.StatusCode)
 	_, _ = w.Write(body)
-}
-
-// settle replaces the reservation's estimate by what the answer reported.
-func (pr *proxyRequest) settle(key *poolKey, success bool, tap *streamTap, kept *bytes.Buffer) {
-	if !success {
-		pr.release(key, true, 0)
-		return
-	}
-	var u usage
-	var ok bool
-	switch {
-	case tap != nil:
-		if u, ok = tap.usage(); !ok {
-			// An aborted stream settles on what was seen: the prompt, and
-			// about a token an event (OpenAI streams a token a chunk).
-			u, ok = usage{prompt: pr.promptEst, completion: int64(tap.events)}, true
-			u.total = u.prompt + u.completion
-		}
-	case kept != nil:
-		u, ok = usageOf(kept.Bytes())
-	}
-	var answer []byte
-	if kept != nil {
-		answer = kept.Bytes()
-	}
-	pr.rememberResponse(key, answer, tap)
-	if !ok {
-		// No usage reported (an endpoint without it, an answer too large to
-		// keep): the estimate stands.
-		pr.release(key, true, pr.cost)
-		return
-	}
-	// The upstream admitted the request at its prompt plus its own max
-	// tokens and does not give back what went unused: neither does the
-	// relay, or it would believe in room the upstream does not have.
-	pr.release(key, true, max(u.total, pr.promptEst+pr.api.maxOut))
-	pr.spend(u)
-	key.state.tokensIn.Add(u.prompt)
-	key.state.tokensOut.Add(u.completion)
-	tokensTotal.WithLabelValues(key.upstream.Name, key.id, "prompt").Add(float64(u.prompt))
-	tokensTotal.WithLabelValues(key.upstream.Name, key.id, "completion").Add(float64(u.completion))
-	if u.cached > 0 {
-		tokensTotal.WithLabelValues(key.upstream.Name, key.id, "cached").Add(float64(u.cached))
-	}
-	pr.repl.Set(phPromptTokens, strconv.FormatInt(u.prompt, 10))
-	pr.repl.Set(phCompletionTokens, strconv.FormatInt(u.completion, 10))
 }
 
 func isEventStream(resp *http.Response) bool {

@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
@@ -358,23 +357,17 @@ func (rl *Relay) embed(orig *http.Request, client *Client, model, text string) (
 	if aerr := ar.parseBody(http.MethodPost, http.Header{"Content-Type": {"application/json"}}); aerr != nil {
 		return nil, aerr
 	}
-	route := rl.route(client, model)
-	if route.empty() {
-		return nil, fmt.Errorf("no upstream this client may use serves the embedding model %q", model)
-	}
 	req, err := http.NewRequestWithContext(orig.Context(), http.MethodPost, "/v1/embeddings", bytes.NewReader(body))
 	if err != nil {
 		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	pr := &proxyRequest{
-		rl: rl, client: client, req: req, api: ar, route: route, repl: caddy.NewReplacer(),
-		priority: client.priority, deadline: time.Now().Add(time.Duration(rl.MaxWait)),
-		promptEst: rl.estimatePrompt(ar),
+	pr := rl.newProxyRequest(client, req, ar, caddy.NewReplacer(), client.priority)
+	if pr == nil {
+		return nil, fmt.Errorf("no upstream this client may use serves the embedding model %q", model)
 	}
-	pr.cost = pr.promptEst
 	rec := &bufferWriter{header: make(http.Header)}
-	pr.serve(rec)
+	pr.relay(rec)
 	if rec.status != http.StatusOK {
 		return nil, fmt.Errorf("embeddings answered %d: %.200s", rec.status, rec.body.Bytes())
 	}

@@ -97,7 +97,7 @@ func TestRoute(t *testing.T) {
 		{onlyAzure, "text-embedding-3-small", nil},
 	}
 	for _, tt := range tests {
-		rs := rl.route(tt.client, tt.model)
+		rs := rl.eligible(tt.client, tt.model)
 		var got []string
 		for ti, tr := range rs.tiers {
 			for ui, u := range tr.upstreams {

@@ -13,56 +13,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
 	"github.com/caddyrelay/openairelay/internal/limit"
 )
-
-// proxyRequest carries one client request through its attempts.
-type proxyRequest struct {
-	rl     *Relay
-	client *Client
-	req    *http.Request
-	api    *apiRequest
-	route  routeSet
-	repl   *caddy.Replacer
-
-	priority  int
-	deadline  time.Time // the latest moment to start an attempt (max_wait)
-	cost      int64     // estimated tokens: prompt plus completion allowance
-	promptEst int64     // estimated prompt tokens
-	// injectedUsage is set when the relay asks a stream's upstream for
-	// usage the client did not ask for (and strips it again).
-	injectedUsage bool
-	// rec, for a request that leads a cache flight, shares its answer with
-	// identical requests and stores it.
-	rec *recorder
-	// pinned is the key of the organisation that created an object the
-	// request names (noPin: none), found on the first try.
-	pinned *poolKey
-	queued time.Duration // time spent waiting for capacity
-	// budgetHeld is the estimated cost reserved on the client's budget.
-	budgetHeld float64
-	// noRetry is set when the last attempt may have had its effect
-	// upstream and is not to be repeated (see createsObject).
-	noRetry bool
-	sentAt  time.Time // when the answered attempt was sent, for time to first token
-
-	reservation   limit.Multi // held for the attempt in progress
-	heldKey       *poolKey    // the key of reservation, nil when none is held
-	resMu         sync.Mutex  // guards reservation against the transport's send callback
-	learning      bool        // the attempt holds its key's learning slot
-	clientLimited bool        // the last try failed on the client's own limits
-
-	tried    []*poolKey  // keys that failed this request
-	failedUp []*Upstream // upstreams that failed with a server or network error
-	retries  int
-}
 
 // failure is a failed attempt that may be retried.
 type failure struct {
@@ -72,57 +29,49 @@ type failure struct {
 	resp *http.Response
 	body []byte
 	err  error
+	// final is set when the attempt is not to be repeated: it may have had
+	// its effect upstream (see createsObject), or the request cannot be
+	// sent (answer).
+	final bool
+	// answer, when set, is the relay's own answer to write.
+	answer *apiError
 }
 
-// serve runs the attempts and writes the response.
-func (pr *proxyRequest) serve(w http.ResponseWriter) {
-	defer func() {
-		pr.repl.Set(phQueueMS, strconv.FormatInt(pr.queued.Milliseconds(), 10))
-	}()
-	// Whatever happens (a panic included), capacity reserved and not yet
-	// settled is given back.
-	defer pr.releaseHeld()
-	if aerr := pr.reserveBudget(); aerr != nil {
-		aerr.write(w)
-		return
+// callContext is the context of the request's upstream calls. For the
+// leader of a cache flight, identical requests follow its answer: its
+// client going away ends the upstream call only if none of them is left
+// (the copy loop stops then too), so that they are not cut off with it.
+func (pr *proxyRequest) callContext() (context.Context, context.CancelFunc) {
+	ctx := pr.req.Context()
+	if pr.sink == nil {
+		return ctx, func() {}
 	}
-	defer pr.releaseBudget()
-	if aerr := pr.tooLarge(); aerr != nil {
-		aerr.write(w)
-		return
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	sink := pr.sink
+	stop := context.AfterFunc(pr.req.Context(), func() {
+		if !sink.following() {
+			cancel()
+		}
+	})
+	return ctx, func() {
+		stop()
+		cancel()
 	}
-	var last *failure
-	for attempt := 0; attempt <= pr.rl.retries; attempt++ {
-		if attempt > 0 && last.outcome.backsOff() {
-			if !sleepCtx(pr.req.Context(), backoff(pr.retries)) {
-				return // the client left
-			}
-		}
-		key, aerr := pr.acquire()
-		if aerr != nil {
-			if last != nil && aerr.Status == http.StatusServiceUnavailable {
-				break // every key is retired now: report what happened
-			}
-			aerr.write(w)
-			return
-		}
-		if key == nil {
-			return // the client left while waiting
-		}
-		if attempt > 0 {
-			pr.retries++
-			retriesTotal.WithLabelValues(last.outcome.String()).Inc()
-		}
-		f, done := pr.attempt(w, key)
-		if done {
-			return
-		}
-		last = f
-		if pr.noRetry {
-			break
-		}
+}
+
+// pause waits before a retry after a server or network error, and counts
+// the retry; it reports false when the client left meanwhile.
+func (pr *proxyRequest) pause(last *failure) bool {
+	if last.outcome.backsOff() && !sleepCtx(pr.req.Context(), backoff(pr.retries)) {
+		return false
 	}
-	pr.fail(w, last)
+	return true
+}
+
+// countRetry counts an attempt after the first, by what failed before it.
+func (pr *proxyRequest) countRetry(last *failure) {
+	pr.retries++
+	retriesTotal.WithLabelValues(last.outcome.String()).Inc()
 }
 
 func containsPtr[T any](list []*T, p *T) bool {
@@ -134,43 +83,28 @@ func containsPtr[T any](list []*T, p *T) bool {
 	return false
 }
 
-// attempt sends the request with key, whose capacity acquire reserved. It
-// returns done when the response has been written to the client (or the
-// client left); otherwise the failure to retry. Either way the reservation
-// is settled or given back before it returns.
-func (pr *proxyRequest) attempt(w http.ResponseWriter, key *poolKey) (*failure, bool) {
+// attempt sends the request with the key h holds. It returns the upstream's
+// answer the client is to see (success: a 2xx, not a client error), whose
+// hold respond and finish settle; or the failure to retry, with the hold
+// settled or given back; or neither when the client left.
+func (pr *proxyRequest) attempt(ctx context.Context, h *hold) (resp *http.Response, success bool, f *failure) {
+	key := h.key
 	u := key.upstream
 	pr.repl.Set(phUpstream, u.Name)
 	pr.repl.Set(phKey, key.id)
 	pr.repl.Set(phRetries, strconv.Itoa(pr.retries))
 
-	ctx := pr.req.Context()
-	if pr.rec != nil {
-		// Identical requests follow this answer: the leader's client going
-		// away ends the upstream call only if none of them is left (the copy
-		// loop stops then too), so that they are not cut off with it.
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithCancel(context.WithoutCancel(ctx))
-		defer cancel()
-		rec := pr.rec
-		stop := context.AfterFunc(pr.req.Context(), func() {
-			if rec.flight.Followers() == 0 {
-				cancel()
-			}
-		})
-		defer stop()
-	}
 	out, err := pr.outboundRequest(ctx, key)
 	if err != nil {
-		pr.release(key, false, 0)
-		errBadRequest("The request could not be prepared for the upstream: "+err.Error(), "").write(w)
-		return nil, true
+		h.cancel()
+		return nil, false, &failure{final: true,
+			answer: errBadRequest("The request could not be prepared for the upstream: "+err.Error(), "")}
 	}
 
 	key.state.requests.Add(1)
 	var trace httptrace.ClientTrace
 	if lim := key.limiter.Limits(); lim.RPM > 0 || lim.TPM > 0 {
-		trace.WroteHeaders = pr.sent
+		trace.WroteHeaders = h.sent
 	}
 	onceOnly := pr.req.Method == http.MethodPost && createsObject(pr.api.endpoint)
 	var wrote atomic.Bool
@@ -185,17 +119,17 @@ func (pr *proxyRequest) attempt(w http.ResponseWriter, key *poolKey) (*failure, 
 		out = out.WithContext(httptrace.WithClientTrace(out.Context(), &trace))
 	}
 	start := time.Now()
-	resp, err := u.transport.RoundTrip(out)
+	resp, err = u.transport.RoundTrip(out)
 	elapsed := time.Since(start)
 	upstreamLatency.WithLabelValues(u.Name).Observe(elapsed.Seconds())
 
 	if err != nil {
 		// The request may or may not have reached the upstream; a
 		// connection that failed is the common case, and it cost nothing.
-		pr.release(key, false, 0)
+		h.cancel()
 		if pr.req.Context().Err() != nil {
 			pr.count(key, "client_closed")
-			return nil, true
+			return nil, false, nil
 		}
 		key.state.failures.Add(1)
 		pr.rl.logger.Warn("upstream unreachable",
@@ -205,8 +139,7 @@ func (pr *proxyRequest) attempt(w http.ResponseWriter, key *poolKey) (*failure, 
 		pr.count(key, outcomeNetwork.String())
 		// A request that creates an object and reached the upstream whole
 		// may have created it: sending it again could make two.
-		pr.noRetry = onceOnly && wrote.Load()
-		return &failure{outcome: outcomeNetwork, err: err}, false
+		return nil, false, &failure{outcome: outcomeNetwork, err: err, final: onceOnly && wrote.Load()}
 	}
 	key.state.observeLatency(elapsed)
 	now := time.Now()
@@ -238,8 +171,7 @@ func (pr *proxyRequest) attempt(w http.ResponseWriter, key *poolKey) (*failure, 
 			pr.rl.confirmKey(key, resp.StatusCode, body)
 		}
 		pr.sentAt = start
-		pr.respond(w, resp, key, oc == outcomeSuccess)
-		return nil, true
+		return resp, oc == outcomeSuccess, nil
 	}
 
 	// A failure: read the (small) error body to pass it on if no retry
@@ -251,31 +183,33 @@ func (pr *proxyRequest) attempt(w http.ResponseWriter, key *poolKey) (*failure, 
 	key.state.failures.Add(1)
 	pr.count(key, oc.String())
 	pr.tried = append(pr.tried, key)
+	f = &failure{outcome: oc}
 	switch oc {
 	case outcomeRateLimited:
 		// The upstream refused the request, so it counted nothing: give
 		// the reservation back, and rest the key (and its limit group).
-		pr.release(key, false, 0)
+		h.cancel()
 		until := pr.rl.coolUntil(resp.Header, now)
 		// The upstream's bucket is empty: when the cool-down ends, one
 		// request fits, not a bucketful.
-		key.limiter.Exhausted(until, pr.cost)
+		key.limiter.Exhausted(until, pr.estimate)
 		pr.rl.logger.Info("upstream key rate limited; cooling down",
 			zap.String("upstream", u.Name), zap.String("key", key.id), zap.Time("until", until))
 	case outcomeDeadKey:
-		pr.release(key, false, 0)
+		h.cancel()
 		pr.rl.retireKey(key, deadReason(resp.StatusCode, body), now)
 	case outcomeServerError:
 		// The request reached the upstream and may count against the key's
 		// requests, but it produced no tokens.
-		pr.release(key, true, 0)
+		h.settle(0)
 		pr.failedUp = append(pr.failedUp, u)
-		pr.noRetry = onceOnly // the upstream had it: it may have created the object
+		f.final = onceOnly // the upstream had it: it may have created the object
 		pr.rl.logger.Warn("upstream server error",
 			zap.String("upstream", u.Name), zap.String("key", key.id), zap.Int("status", resp.StatusCode))
 	}
 	scrubHeader(resp.Header, key.secret, u.base)
-	return &failure{outcome: oc, resp: resp, body: scrub(body, key.secret)}, false
+	f.resp, f.body = resp, scrub(body, key.secret)
+	return nil, false, f
 }
 
 // objectCreators are the first path segments of the endpoints whose POSTs
@@ -308,43 +242,6 @@ func (rl *Relay) coolUntil(h http.Header, now time.Time) time.Time {
 		return limitAt
 	}
 	return until
-}
-
-// releaseHeld gives back a reservation still held when the request ends.
-func (pr *proxyRequest) releaseHeld() {
-	pr.resMu.Lock()
-	held := pr.heldKey
-	pr.resMu.Unlock()
-	if held != nil {
-		pr.release(held, false, 0)
-	}
-}
-
-// sent tells the limiters that the request has left for the upstream, which
-// counts it from now on (see limit.Reservation.Retime).
-func (pr *proxyRequest) sent() {
-	pr.resMu.Lock()
-	pr.reservation.Retime(time.Now())
-	pr.resMu.Unlock()
-}
-
-// release ends the attempt's reservation: settled to the tokens used when
-// the upstream handled the request, given back entirely when it did not.
-func (pr *proxyRequest) release(key *poolKey, handled bool, tokens int64) {
-	now := time.Now()
-	pr.resMu.Lock()
-	if handled {
-		pr.reservation.Settle(now, tokens)
-	} else {
-		pr.reservation.Cancel(now)
-	}
-	pr.reservation, pr.heldKey = limit.Multi{}, nil
-	pr.resMu.Unlock()
-	if pr.learning {
-		key.state.learning.Store(false)
-		pr.learning = false
-	}
-	pr.rl.capacityReleased()
 }
 
 // maxErrorBody bounds how much of a failed attempt's body is read.
@@ -428,16 +325,16 @@ func setKeyAuth(h http.Header, key *poolKey) {
 // folded into this one get the same answer: each of them running the whole
 // retry cycle again in turn would only repeat it.
 func (pr *proxyRequest) fail(w http.ResponseWriter, last *failure) {
-	if pr.rec == nil {
+	if pr.sink == nil {
 		pr.writeFailure(w, last)
 		return
 	}
 	bw := &bufferWriter{header: make(http.Header)}
 	pr.writeFailure(bw, last)
 	resp := &http.Response{StatusCode: bw.status, Header: bw.header}
-	pr.rec.start(resp)
-	pr.rec.write(bw.body.Bytes())
-	pr.rec.finish(context.WithoutCancel(pr.req.Context()), resp, true, nil) // not 2xx: shared, never stored
+	pr.sink.start(resp)
+	_, _ = pr.sink.Write(bw.body.Bytes())
+	pr.sink.end(context.WithoutCancel(pr.req.Context()), resp, nil) // not 2xx: shared, never stored
 	for k, v := range bw.header {
 		w.Header()[k] = v
 	}
@@ -454,6 +351,10 @@ func (pr *proxyRequest) writeFailure(w http.ResponseWriter, last *failure) {
 			return
 		}
 		errNoKeys().write(w)
+		return
+	}
+	if last.answer != nil {
+		last.answer.write(w)
 		return
 	}
 	switch last.outcome {

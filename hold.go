@@ -1,0 +1,89 @@
+package openairelay
+
+import (
+	"sync"
+	"time"
+
+	"github.com/caddyrelay/openairelay/internal/limit"
+)
+
+// hold is the capacity one attempt holds: its key, the reservations on the
+// key's limiter and the client's, and, for a key whose limits are not
+// known yet, the key's learning slot. It is taken by reserve and ends once,
+// by settle when the upstream handled the request or by cancel when it did
+// not; whatever happens, `defer h.cancel()` gives back what is still held.
+type hold struct {
+	key *poolKey
+
+	mu       sync.Mutex // the transport's send callback (sent) races the end
+	res      limit.Multi
+	learning bool // the hold took the key's learning slot
+	ended    bool
+}
+
+// reserve takes tokens on the key and on the client's limiter (nil: none)
+// at once, or nothing.
+func reserve(now time.Time, k *poolKey, client *limit.Limiter, tokens int64) (*hold, bool) {
+	if k.state.retired() {
+		return nil, false
+	}
+	learning := false
+	if !k.state.answered.Load() && k.unconfigured {
+		// Nothing known of the key's limits yet: one request at a time
+		// until an answer teaches them.
+		if !k.state.learning.CompareAndSwap(false, true) {
+			return nil, false
+		}
+		learning = true
+	}
+	m, _, ok := limit.ReserveAll(now, tokens, k.limiter, client)
+	if !ok {
+		if learning {
+			k.state.learning.Store(false)
+		}
+		return nil, false
+	}
+	return &hold{key: k, res: m, learning: learning}, true
+}
+
+// sent tells the limiters that the request has left for the upstream, which
+// counts it from now on (see limit.Reservation.Retime).
+func (h *hold) sent() {
+	h.mu.Lock()
+	if !h.ended {
+		h.res.Retime(time.Now())
+	}
+	h.mu.Unlock()
+}
+
+// settle ends the hold for a request the upstream handled: the tokens it
+// used replace the estimate (0 for a request that produced none).
+func (h *hold) settle(tokens int64) { h.end(true, tokens) }
+
+// cancel gives back whatever is still held, as for a request the upstream
+// never handled. After settle it does nothing.
+func (h *hold) cancel() { h.end(false, 0) }
+
+func (h *hold) end(handled bool, tokens int64) {
+	if h == nil {
+		return
+	}
+	now := time.Now()
+	h.mu.Lock()
+	if h.ended {
+		h.mu.Unlock()
+		return
+	}
+	h.ended = true
+	if handled {
+		h.res.Settle(now, tokens)
+	} else {
+		h.res.Cancel(now)
+	}
+	h.res = limit.Multi{}
+	h.mu.Unlock()
+	if h.learning {
+		h.key.state.learning.Store(false)
+	}
+	capacityReleased()
+}
