@@ -1,11 +1,11 @@
 package openairelay
 
 import (
-	"math"
 	"bytes"
 	"context"
 	"errors"
 	"io"
+	"math"
 	"net/http"
 	"slices"
 	"strconv"

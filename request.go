@@ -719,4 +719,3 @@ func putBuffer(buf *bytes.Buffer) {
 		bufferPool.Put(buf)
 	}
 }
-
