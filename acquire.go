@@ -3,7 +3,6 @@ package openairelay
 import (
 	"errors"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/caddyrelay/openairelay/internal/limit"
@@ -239,16 +238,6 @@ func (pr *proxyRequest) earliestInTier(now time.Time, t *tier, eligible []bool) 
 		}
 	}
 	return earliest
-}
-
-// capacityGen counts releases of capacity anywhere (a reservation settled or
-// cancelled, a key restored, a cool-down lifted).
-var capacityGen atomic.Uint64
-
-// capacityReleased records a release and wakes the queue.
-func capacityReleased() {
-	capacityGen.Add(1)
-	queues.notify()
 }
 
 // tierHint remembers that a full search of a tier found no room for a

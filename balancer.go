@@ -34,6 +34,13 @@ type keyPicker interface {
 	pick(now time.Time, try func(*poolKey) bool) *poolKey
 }
 
+// Interface guards.
+var (
+	_ keyPicker = (*leastLoaded)(nil)
+	_ keyPicker = (*weightedRandom)(nil)
+	_ keyPicker = (*weightedRoundRobin)(nil)
+)
+
 func newKeyPicker(policy string, keys []*poolKey) (keyPicker, error) {
 	switch policy {
 	case "", balanceLeastLoaded:

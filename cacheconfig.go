@@ -44,9 +44,11 @@ type CacheConfig struct {
 	Scope string `json:"scope,omitempty"`
 
 	// IgnoreFields are top-level request fields left out of a request's
-	// identity, besides user, metadata, stream, stream_options and store
-	// (store is kept for the Responses API, where it decides whether the
-	// answer can be continued later). Default: none.
+	// identity, besides those the identity always drops (see
+	// cache.Identity): null members, stream, stream_options,
+	// prompt_cache_retention, parameters at their documented default, and
+	// except on the Responses API (whose answers echo them) user, metadata,
+	// safety_identifier, prompt_cache_key and store. Default: none.
 	IgnoreFields []string `json:"ignore_fields,omitempty"`
 
 	// Paths are the API endpoints cached, as paths after /v1. Default:
@@ -72,10 +74,6 @@ const (
 )
 
 var defaultCachePaths = []string{"chat/completions", "completions", "embeddings", "responses", "moderations"}
-
-// cacheStores holds the memory stores and their coalescing groups across
-// config reloads, so that a reload keeps what is cached.
-var cacheStores = caddy.NewUsagePool()
 
 type sharedStore struct {
 	store    *cache.Memory

@@ -11,8 +11,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
-
 	"github.com/caddyrelay/openairelay/internal/limit"
 )
 
@@ -76,10 +74,6 @@ type Client struct {
 	ownerID       string
 	sharedObjects bool
 }
-
-// clientStates holds every client's counters across reloads, for the admin
-// API, keyed like the client's limiter.
-var clientStates = caddy.NewUsagePool()
 
 // clientState is what the admin API shows of a client.
 type clientState struct {

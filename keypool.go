@@ -7,17 +7,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
-
 	"github.com/caddyrelay/openairelay/internal/limit"
 )
-
-// keyStates holds the state of every upstream key in use, keyed by the
-// upstream's URL and a hash of the key. It is package-level so that the state
-// of a key survives a config reload (the new config loads the same entry
-// before the old config's Cleanup releases it) and so that two sites using
-// the same key share one state.
-var keyStates = caddy.NewUsagePool()
 
 // keyState is the shared, mutable state of one upstream key. Its rate limits
 // live in its limiter (or its limit group's); what is kept here is whether

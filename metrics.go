@@ -135,6 +135,8 @@ var (
 // the shared key states.
 type keyCollector struct{}
 
+var _ prometheus.Collector = keyCollector{}
+
 func (keyCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- keyStateDesc
 	ch <- keyInFlightDesc
@@ -185,8 +187,6 @@ type queueSet struct {
 	mu sync.Mutex
 	qs map[*limit.Queue]bool // true once the queue's config is unloaded
 }
-
-var queues = &queueSet{qs: make(map[*limit.Queue]bool)}
 
 func (s *queueSet) add(q *limit.Queue) {
 	s.mu.Lock()

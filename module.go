@@ -75,7 +75,8 @@ type Relay struct {
 
 	// Balance is how a key is chosen among the keys of an upstream that
 	// have room for the request: "least_loaded" (weight × remaining
-	// headroom, by sampling), "weighted_round_robin" (smooth, nginx-style)
+	// headroom, by sampling), "weighted_round_robin" (turns in proportion to weight,
+	// earliest-deadline-first over virtual time)
 	// or "weighted_random". Default: "least_loaded".
 	Balance string `json:"balance,omitempty"`
 

@@ -122,10 +122,6 @@ type objectRecord struct {
 // others): the most recent are kept. A record costs about 150 bytes.
 const maxObjects = 1 << 16
 
-// objectOwners holds the records, package-level so that they survive
-// reloads; they are saved in the restart snapshot.
-var objectOwners = newObjectTable(maxObjects)
-
 type objectTable struct {
 	mu    sync.RWMutex
 	byID  map[string]objectRecord

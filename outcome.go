@@ -7,7 +7,7 @@ import (
 	"strings"
 )
 
-// outcome classifies an attempt (design §3, step 6).
+// outcome classifies an attempt (see the README's table of upstream answers).
 type outcome uint8
 
 const (

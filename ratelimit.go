@@ -76,10 +76,6 @@ func (l Limits) core() limit.Limits {
 		MaxConcurrent: l.MaxConcurrent, Burst: time.Duration(l.Burst)}
 }
 
-// limiterStates holds the limiters of limit groups and clients across config
-// reloads, as keyStates does for keys.
-var limiterStates = caddy.NewUsagePool()
-
 // sharedLimiter is a limiter in limiterStates.
 type sharedLimiter struct{ *limit.Limiter }
 

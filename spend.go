@@ -82,9 +82,9 @@ func (rl *Relay) validatePrices() error {
 	return nil
 }
 
-// cost is what usage of model costs by the configured prices, and false if
-// no price matches the model.
-func (rl *Relay) cost(model string, u usage) (float64, bool) {
+// price is what usage of model costs in dollars by the configured prices,
+// and false if no price matches the model.
+func (rl *Relay) price(model string, u usage) (float64, bool) {
 	for _, p := range rl.Prices {
 		if ok, _ := path.Match(p.Model, model); ok {
 			cachedPrice := p.Input
@@ -100,7 +100,7 @@ func (rl *Relay) cost(model string, u usage) (float64, bool) {
 
 // spend records what a client spent, in the metric and against its budget.
 func (pr *proxyRequest) spend(u usage) {
-	usd, ok := pr.rl.cost(pr.api.model, u)
+	usd, ok := pr.rl.price(pr.api.model, u)
 	if !ok || usd == 0 {
 		return
 	}
@@ -138,7 +138,7 @@ func (pr *proxyRequest) reserveBudget() *apiError {
 		return &apiError{Status: http.StatusForbidden, Type: "invalid_request_error", Code: "unpriced_endpoint",
 			Message: "This client has a budget, and answers of " + truncateForMessage(pr.api.endpoint) + " carry no usage the relay could price."}
 	}
-	est, priced := pr.rl.cost(pr.api.model, usage{prompt: pr.promptEst, completion: pr.api.maxOut})
+	est, priced := pr.rl.price(pr.api.model, usage{prompt: pr.promptEst, completion: pr.api.maxOut})
 	if pr.req.Method == http.MethodPost && pr.api.model != "" && !priced {
 		// A model without a price would cost the budget nothing.
 		return &apiError{Status: http.StatusForbidden, Type: "invalid_request_error", Code: "unpriced_model", Param: "model",

@@ -155,7 +155,7 @@ func TestCostPricesCachedInput(t *testing.T) {
 		{"other", usage{prompt: 1_000_000, cached: 500_000, completion: 1_000_000}, 1 + 2},
 	}
 	for _, tt := range tests {
-		got, ok := rl.cost(tt.model, tt.u)
+		got, ok := rl.price(tt.model, tt.u)
 		if !ok || math.Abs(got-tt.want) > 1e-9 {
 			t.Errorf("cost(%s, %+v) = %v, %v; want %v", tt.model, tt.u, got, ok, tt.want)
 		}

@@ -397,9 +397,8 @@ run_case() {
 	esac
 
 	if [[ $id == e ]]; then
-		# ---- CACHE SLOT: the cache is being built. Until the relay accepts
-		# `cache`, this case is skipped with the reason; once it does, it
-		# measures cache hits (one request repeated) against reverse_proxy.
+		# Cache hits (one request repeated) against reverse_proxy. A build
+		# whose config rejects `cache` skips the case with the reason.
 		write_relay_config "$relay_config" "$KEYS" "$CACHE_DIRECTIVE"
 		local verr
 		if ! verr=$("$BIN/caddy" validate --config "$relay_config" --adapter caddyfile 2>&1); then
