@@ -80,7 +80,7 @@ func newBadFixture(t *testing.T, name string, opts fakeopenai.Options, extra bad
 	clientKey := "rk-badinput-" + name + "-client"
 	fake.AddKey(upKey, fakeopenai.KeyLimits{})
 	env := "E2E_BAD_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
-	os.Setenv(env, upKey)
+	t.Setenv(env, upKey)
 	e := startRelay(t, fake, `
 		client app {
 			key `+clientKey+`
@@ -555,8 +555,8 @@ func TestBadInputModelNames(t *testing.T) {
 	openKey, listedKey := "sk-badinput-model-open-00004x2q", "sk-badinput-model-listed-008k1w"
 	fake.AddKey(openKey, fakeopenai.KeyLimits{})
 	fake.AddKey(listedKey, fakeopenai.KeyLimits{})
-	os.Setenv("E2E_BAD_MODEL_OPEN", openKey)
-	os.Setenv("E2E_BAD_MODEL_LISTED", listedKey)
+	t.Setenv("E2E_BAD_MODEL_OPEN", openKey)
+	t.Setenv("E2E_BAD_MODEL_LISTED", listedKey)
 	// The "open" client's upstream serves any model (the upstream judges);
 	// the "listed" client's upstream has a models list.
 	e := startRelay(t, fake, `
@@ -1203,7 +1203,7 @@ func TestBadInputMalformedUpstreamAnswers(t *testing.T) {
 	}))
 	defer up.Close()
 	upKey := "sk-badinput-upstream-answers-k9t2"
-	os.Setenv("E2E_BAD_ANSWERS", upKey)
+	t.Setenv("E2E_BAD_ANSWERS", upKey)
 	fake := fakeopenai.New(fakeopenai.Options{}) // unused: the upstream here is up
 	defer fake.Close()
 	e := startRelay(t, fake, `

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -51,7 +50,7 @@ func startCachedRelay(t *testing.T, fake *fakeopenai.Server, name string, extra 
 	k := "sk-e2e-cache-" + name + "-0000cccc"
 	fake.AddKey(k, fakeopenai.KeyLimits{})
 	env := "E2E_CACHE_" + strings.ToUpper(name)
-	os.Setenv(env, k)
+	t.Setenv(env, k)
 	startRelay(t, fake, `
 		client app {
 			key rk-cache-app

@@ -22,6 +22,7 @@ import (
 // one client holds only its share of the queue, and an upload that reached
 // the upstream is not sent twice.
 func TestE2EFairShares(t *testing.T) {
+	skipLong(t)
 	fake := fakeopenai.New(fakeopenai.Options{})
 	defer fake.Close()
 	keys, ks := setKeys(t, fake, "fair", 1, fakeopenai.KeyLimits{})

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -27,7 +26,7 @@ func TestE2EDeadKeysAndServerErrorsAreRetried(t *testing.T) {
 	}
 	for env, k := range keys {
 		fake.AddKey(k, fakeopenai.KeyLimits{})
-		os.Setenv(env, k)
+		t.Setenv(env, k)
 	}
 	fake.SetKeyState(keys["E2E_DEAD"], fakeopenai.KeyInvalid)
 	fake.SetKeyState(keys["E2E_QUOTA"], fakeopenai.KeyNoQuota)
@@ -79,7 +78,7 @@ func TestE2EAllKeysDeadGivesClearError(t *testing.T) {
 	dead := "sk-e2e-alldead-key-abcdefgh"
 	fake.AddKey(dead, fakeopenai.KeyLimits{})
 	fake.SetKeyState(dead, fakeopenai.KeyInvalid)
-	os.Setenv("E2E_ALLDEAD", dead)
+	t.Setenv("E2E_ALLDEAD", dead)
 	e := startRelay(t, fake, `
 		client app {
 			key rk-alldead-client
@@ -110,7 +109,7 @@ func TestE2EServerErrorPassedOnWhenRetriesRunOut(t *testing.T) {
 	defer fake.Close()
 	k := "sk-e2e-5xx-only-key-0000001"
 	fake.AddKey(k, fakeopenai.KeyLimits{})
-	os.Setenv("E2E_5XX", k)
+	t.Setenv("E2E_5XX", k)
 	startRelay(t, fake, `
 		client app {
 			key rk-5xx-client
@@ -140,7 +139,7 @@ func TestE2EStreamIsNotBuffered(t *testing.T) {
 	defer fake.Close()
 	k := "sk-e2e-stream-timing-000001"
 	fake.AddKey(k, fakeopenai.KeyLimits{})
-	os.Setenv("E2E_STREAM", k)
+	t.Setenv("E2E_STREAM", k)
 	startRelay(t, fake, `
 		client app {
 			key rk-stream-client
@@ -176,7 +175,7 @@ func TestE2EMidStreamDropIsNotRetried(t *testing.T) {
 	defer fake.Close()
 	k := "sk-e2e-stream-drop-00000001"
 	fake.AddKey(k, fakeopenai.KeyLimits{})
-	os.Setenv("E2E_DROP", k)
+	t.Setenv("E2E_DROP", k)
 	startRelay(t, fake, `
 		client app {
 			key rk-drop-client
@@ -204,7 +203,7 @@ func TestE2EClientDisconnectCancelsUpstream(t *testing.T) {
 	defer fake.Close()
 	k := "sk-e2e-disconnect-000000001"
 	fake.AddKey(k, fakeopenai.KeyLimits{})
-	os.Setenv("E2E_DISCONNECT", k)
+	t.Setenv("E2E_DISCONNECT", k)
 	startRelay(t, fake, `
 		client app {
 			key rk-disconnect-client
@@ -258,7 +257,7 @@ func TestE2ETLSUpstreamThroughTransportBlock(t *testing.T) {
 	srv.EnableHTTP2 = true
 	srv.StartTLS()
 	defer srv.Close()
-	os.Setenv("E2E_TLS_KEY", k)
+	t.Setenv("E2E_TLS_KEY", k)
 	startRelay(t, fakeAt(srv.URL+"/v1"), `
 		client app {
 			key rk-tls-client

@@ -388,6 +388,7 @@ func keyAttempts(fake *fakeopenai.Server, keys []string) int {
 // through keys whose limits the relay only learns from the upstream's
 // minute headers, and wants them used to the full, with 429s rare.
 func TestE2EFidelityLearnedLimitsHold(t *testing.T) {
+	skipLong(t)
 	const nkeys, rpm, requests = 2, 600, 160
 	pool := startPool(t, fakeopenai.Options{}, "fidlearn", nkeys, fakeopenai.KeyLimits{RPM: rpm}, "", "\t\tretries 3")
 	fake, keys, client := pool.fake, pool.keys, pool.client
@@ -429,6 +430,7 @@ func TestE2EFidelityLearnedLimitsHold(t *testing.T) {
 // TestE2EFidelitySlowKeysNever429 sends 20 requests from 8 workers through
 // keys of 60 RPM, a bucket of a single request, configured as such.
 func TestE2EFidelitySlowKeysNever429(t *testing.T) {
+	skipLong(t)
 	const requests = 20
 	pool := startPool(t, fakeopenai.Options{}, "fidslow", 4, fakeopenai.KeyLimits{RPM: 60}, "rpm 60", "")
 	fake, keys := pool.fake, pool.keys
@@ -683,6 +685,7 @@ func TestE2EFidelityUnknownForbiddenConfirmedByProbe(t *testing.T) {
 // upstream answers 429 once or twice, not a storm. The key's limits are
 // configured in the relay, or learned from the 429 itself.
 func TestE2EFidelityNo429StormAfterCoolDown(t *testing.T) {
+	skipLong(t)
 	for _, tc := range []struct {
 		name, limits string
 	}{

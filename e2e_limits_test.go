@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -62,7 +61,7 @@ func setKeys(t *testing.T, fake *fakeopenai.Server, prefix string, n int, lim fa
 		k := fmt.Sprintf("sk-%s-%02d-abcdefghijklmnop", prefix, i)
 		env := fmt.Sprintf("E2E_%s_%d", strings.ToUpper(prefix), i)
 		fake.AddKey(k, lim)
-		os.Setenv(env, k)
+		t.Setenv(env, k)
 		fmt.Fprintf(&b, "\t\t\tkey {env.%s}\n", env)
 		keys = append(keys, k)
 	}
@@ -70,6 +69,7 @@ func setKeys(t *testing.T, fake *fakeopenai.Server, prefix string, n int, lim fa
 }
 
 func TestE2EBurstWithConfiguredLimitsNeverGets429(t *testing.T) {
+	skipLong(t)
 	fake := fakeopenai.New(fakeopenai.Options{})
 	defer fake.Close()
 	const keys, rpm, requests = 3, 1200, 300
@@ -101,6 +101,7 @@ func TestE2EBurstWithConfiguredLimitsNeverGets429(t *testing.T) {
 }
 
 func TestE2ELearnedLimitsKeep429sRare(t *testing.T) {
+	skipLong(t)
 	fake := fakeopenai.New(fakeopenai.Options{})
 	defer fake.Close()
 	const keys, rpm, requests = 3, 1200, 300
@@ -127,6 +128,7 @@ func TestE2ELearnedLimitsKeep429sRare(t *testing.T) {
 }
 
 func TestE2ETokenBoundBurst(t *testing.T) {
+	skipLong(t)
 	fake := fakeopenai.New(fakeopenai.Options{})
 	defer fake.Close()
 	const keys, tpm, requests = 2, 120000, 40
@@ -276,8 +278,8 @@ func TestE2EDeadKeyRetiredThenRestoredByProbe(t *testing.T) {
 	fake.AddKey(dead, fakeopenai.KeyLimits{})
 	fake.AddKey(good, fakeopenai.KeyLimits{})
 	fake.SetKeyState(dead, fakeopenai.KeyNoQuota)
-	os.Setenv("E2E_PROBE_DEAD", dead)
-	os.Setenv("E2E_PROBE_GOOD", good)
+	t.Setenv("E2E_PROBE_DEAD", dead)
+	t.Setenv("E2E_PROBE_GOOD", good)
 	e := startRelay(t, fake, `
 		client app {
 			key rk-probe-client
@@ -331,8 +333,8 @@ func TestE2EAdminRetireRestore(t *testing.T) {
 	a, b := "sk-e2e-admin-a-00000000aaaa", "sk-e2e-admin-b-00000000bbbb"
 	fake.AddKey(a, fakeopenai.KeyLimits{})
 	fake.AddKey(b, fakeopenai.KeyLimits{})
-	os.Setenv("E2E_ADMIN_A", a)
-	os.Setenv("E2E_ADMIN_B", b)
+	t.Setenv("E2E_ADMIN_A", a)
+	t.Setenv("E2E_ADMIN_B", b)
 	startRelay(t, fake, `
 		client app {
 			key rk-admin-client
@@ -396,7 +398,7 @@ func TestE2EStreamUsageIsAccountedAndHidden(t *testing.T) {
 	defer fake.Close()
 	k := "sk-e2e-streamusage-0000uuuu"
 	fake.AddKey(k, fakeopenai.KeyLimits{})
-	os.Setenv("E2E_STREAMUSAGE", k)
+	t.Setenv("E2E_STREAMUSAGE", k)
 	startRelay(t, fake, `
 		client app {
 			key rk-streamusage-client

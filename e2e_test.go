@@ -52,6 +52,8 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		panic(err)
 	}
+	// TestMain has no t: these hold for the whole process (Caddy reads them
+	// at start), and the process ends with the tests.
 	os.Setenv("XDG_CONFIG_HOME", filepath.Join(tmp, "config"))
 	os.Setenv("XDG_DATA_HOME", filepath.Join(tmp, "data"))
 	logDir = tmp
@@ -181,7 +183,7 @@ func TestE2EEndpoints(t *testing.T) {
 	defer fake.Close()
 	upKey := "sk-e2e-endpoints-upstream-0001"
 	fake.AddKey(upKey, fakeopenai.KeyLimits{})
-	os.Setenv("E2E_ENDPOINTS_KEY", upKey)
+	t.Setenv("E2E_ENDPOINTS_KEY", upKey)
 	e := startRelay(t, fake, `
 		client app {
 			key rk-endpoints-client
@@ -330,7 +332,7 @@ func TestE2EModelListFollowsAllowList(t *testing.T) {
 	defer fake.Close()
 	upKey := "sk-e2e-models-upstream-0001"
 	fake.AddKey(upKey, fakeopenai.KeyLimits{})
-	os.Setenv("E2E_MODELS_KEY", upKey)
+	t.Setenv("E2E_MODELS_KEY", upKey)
 	startRelay(t, fake, `
 		client narrow {
 			key rk-models-narrow
@@ -358,5 +360,14 @@ func TestE2EModelListFollowsAllowList(t *testing.T) {
 	var apiErr *openai.Error
 	if !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusNotFound {
 		t.Errorf("a model the client may not use: %v; want 404", err)
+	}
+}
+
+// skipLong skips a test that runs for seconds of load (soak, limit and
+// fairness runs) under `go test -short`; CI runs it.
+func skipLong(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("long: skipped with -short")
 	}
 }

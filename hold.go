@@ -36,7 +36,7 @@ func reserve(now time.Time, k *poolKey, client *limit.Limiter, tokens int64) (*h
 		}
 		learning = true
 	}
-	m, _, ok := limit.ReserveAll(now, tokens, k.limiter, client)
+	m, ok := limiters.reserve(now, tokens, k.limiter, client)
 	if !ok {
 		if learning {
 			k.state.learning.Store(false)
@@ -51,7 +51,7 @@ func reserve(now time.Time, k *poolKey, client *limit.Limiter, tokens int64) (*h
 func (h *hold) sent() {
 	h.mu.Lock()
 	if !h.ended {
-		h.res.Retime(time.Now())
+		limiters.sent(&h.res, time.Now())
 	}
 	h.mu.Unlock()
 }
@@ -76,9 +76,9 @@ func (h *hold) end(handled bool, tokens int64) {
 	}
 	h.ended = true
 	if handled {
-		h.res.Settle(now, tokens)
+		limiters.settle(&h.res, now, tokens)
 	} else {
-		h.res.Cancel(now)
+		limiters.cancel(&h.res, now)
 	}
 	h.res = limit.Multi{}
 	h.mu.Unlock()

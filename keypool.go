@@ -170,7 +170,7 @@ type poolKey struct {
 	poolID   string
 
 	limiter   *limit.Limiter // the key's own, or its limit group's
-	limiterID string         // its name in limiterStates
+	limiterID string         // its name in the limiter store
 	// unconfigured is set when no RPM or TPM is configured for the key: its
 	// limits are to be learned from the upstream's headers.
 	unconfigured bool

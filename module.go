@@ -548,12 +548,12 @@ func (rl *Relay) Cleanup() error {
 			_, _ = keyStates.Delete(k.poolID)
 		}
 		if k.limiter != nil {
-			_, _ = limiterStates.Delete(k.limiterID)
+			limiters.release(k.limiterID)
 		}
 	}
 	for _, c := range rl.Clients {
 		if c.limiter != nil {
-			_, _ = limiterStates.Delete(c.stateID)
+			limiters.release(c.stateID)
 		}
 		if c.state != nil {
 			_, _ = clientStates.Delete(c.stateID)

@@ -82,19 +82,9 @@ type sharedLimiter struct{ *limit.Limiter }
 // Destruct implements caddy.Destructor.
 func (sharedLimiter) Destruct() error { return nil }
 
-// loadLimiter returns the limiter named id, created with lim or, when it
-// already exists, updated to lim in place: consumed capacity is kept across
-// a reload that changes a limit.
-func loadLimiter(id string, lim Limits) *limit.Limiter {
-	v, loaded := limiterStates.LoadOrStore(id, sharedLimiter{limit.NewLimiter(lim.core())})
-	l := v.(sharedLimiter).Limiter
-	if loaded {
-		l.SetLimits(lim.core())
-	} else {
-		restoreCounters(id, l)
-	}
-	return l
-}
+// loadLimiter returns the limiter named id with limits lim, from the
+// limiter store.
+func loadLimiter(id string, lim Limits) *limit.Limiter { return limiters.load(id, lim) }
 
 // Priorities of queued requests: higher is served first.
 const (

@@ -87,19 +87,18 @@ func (pr *proxyRequest) respond(w http.ResponseWriter, resp *http.Response, h *h
 	if pr.sink != nil {
 		pr.sink.start(resp)
 	}
-	out := newClientWriter(w, stream || resp.ContentLength == -1)
+	var out clientWriter
+	out.init(w, stream || resp.ContentLength == -1)
 	defer out.close()
 	if a.tap != nil {
-		out.first = func() {
-			timeToFirstToken.WithLabelValues(key.upstream.Name).Observe(time.Since(pr.sentAt).Seconds())
-		}
+		out.firstFrom, out.sentAt = key.upstream.Name, pr.sentAt
 	}
-	var kept *keeper // a non-stream answer, for its usage
+	var kept keeper // a non-stream answer, for its usage
 	if success && !stream {
-		kept = &keeper{buf: getBuffer()}
+		kept.buf = getBuffer()
 		a.kept = kept.buf // back to its pool once finished
 	}
-	bodyErr := pr.copyBody(out, resp.Body, key.secret, stream, a.tap, kept)
+	bodyErr := pr.copyBody(&out, resp.Body, key.secret, stream, a.tap, &kept)
 	if pr.sink != nil {
 		pr.sink.end(context.WithoutCancel(pr.req.Context()), resp, bodyErr)
 	}
@@ -108,7 +107,7 @@ func (pr *proxyRequest) respond(w http.ResponseWriter, resp *http.Response, h *h
 			_, _ = out.Write(rest)
 		}
 	}
-	if kept != nil && !kept.overflowed {
+	if kept.buf != nil && !kept.overflowed {
 		a.body = kept.buf.Bytes()
 	}
 	if bodyErr != nil && !out.gone {
@@ -146,7 +145,7 @@ func (pr *proxyRequest) copyBody(out *clientWriter, body io.Reader, secret strin
 			}
 			if tap != nil {
 				chunk = tap.feed(chunk)
-			} else if kept != nil {
+			} else if kept.buf != nil {
 				kept.keep(chunk)
 			}
 			_, _ = out.Write(chunk)
@@ -165,7 +164,8 @@ func (pr *proxyRequest) copyBody(out *clientWriter, body io.Reader, secret strin
 	}
 }
 
-// keeper keeps a non-stream answer for its usage, up to maxUsageBody.
+// keeper keeps a non-stream answer for its usage, up to maxUsageBody (none
+// when buf is nil).
 type keeper struct {
 	buf        *bytes.Buffer
 	overflowed bool
@@ -197,15 +197,17 @@ type clientWriter struct {
 	flush       bool
 	deadlineSet time.Time
 	gone        bool
-	first       func() // called after the first write, if set
+	// firstFrom, when set, is the upstream whose time to first token the
+	// first write observes, counted from sentAt.
+	firstFrom string
+	sentAt    time.Time
 }
 
-func newClientWriter(w http.ResponseWriter, flush bool) *clientWriter {
-	cw := &clientWriter{w: w, rc: http.NewResponseController(w), flush: flush}
+func (cw *clientWriter) init(w http.ResponseWriter, flush bool) {
+	cw.w, cw.rc, cw.flush = w, http.NewResponseController(w), flush
 	if flush {
 		_ = cw.rc.Flush()
 	}
-	return cw
 }
 
 func (cw *clientWriter) Write(p []byte) (int, error) {
@@ -222,9 +224,9 @@ func (cw *clientWriter) Write(p []byte) (int, error) {
 	} else if cw.flush {
 		_ = cw.rc.Flush()
 	}
-	if cw.first != nil {
-		cw.first()
-		cw.first = nil
+	if cw.firstFrom != "" {
+		timeToFirstToken.WithLabelValues(cw.firstFrom).Observe(time.Since(cw.sentAt).Seconds())
+		cw.firstFrom = ""
 	}
 	return len(p), nil
 }

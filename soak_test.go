@@ -44,6 +44,7 @@ import (
 //
 // SOAK_CLIENTS sets the number of concurrent clients (default 32).
 func TestSoak(t *testing.T) {
+	skipLong(t)
 	duration := 5 * time.Second
 	if v := os.Getenv("SOAK_DURATION"); v != "" {
 		d, err := time.ParseDuration(v)
@@ -70,7 +71,7 @@ func TestSoak(t *testing.T) {
 		k := "sk-soak-" + name + "-0123456789abcdefghij" + name
 		keys[name] = k
 		fake.AddKey(k, fakeopenai.KeyLimits{})
-		os.Setenv("E2E_SOAK_"+strings.ToUpper(name), k)
+		t.Setenv("E2E_SOAK_"+strings.ToUpper(name), k)
 	}
 	config := func(variant int) string {
 		keyLine := func(name string) string {
@@ -295,7 +296,7 @@ func TestSoak(t *testing.T) {
 	// Reload to something trivial and look for goroutines left behind.
 	trivialKey := "sk-soak-trivial-000000000000ttt"
 	fake.AddKey(trivialKey, fakeopenai.KeyLimits{})
-	os.Setenv("E2E_SOAK_TRIVIAL", trivialKey)
+	t.Setenv("E2E_SOAK_TRIVIAL", trivialKey)
 	startRelay(t, fake, `
 		client trivial {
 			key rk-soak-trivial
