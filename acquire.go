@@ -196,17 +196,20 @@ func (pr *proxyRequest) tryUpstreams(now time.Time, t *tier, eligible []bool, av
 		if ui < 0 {
 			return nil
 		}
-		var got *hold
+		// The hold is passed out through pr: a local captured by the
+		// closure would cost an allocation a pick.
+		pr.picked = nil
 		t.pickers[ui].pick(now, func(k *poolKey) bool {
 			if avoidKeys && containsPtr(pr.tried, k) {
 				return false
 			}
 			h, ok := reserve(now, k, pr.client.limiter, pr.estimate)
-			got = h
+			pr.picked = h
 			return ok
 		})
-		if got != nil {
-			return got
+		if h := pr.picked; h != nil {
+			pr.picked = nil
+			return h
 		}
 		if excluded == nil {
 			excluded = make([]bool, len(t.upstreams))

@@ -40,6 +40,7 @@ type proxyRequest struct {
 	tried         []*poolKey  // keys that failed this request
 	failedUp      []*Upstream // upstreams that failed with a server or network error
 	retries       int
+	picked        *hold // the hold a key picker's try took (tryUpstreams)
 }
 
 // route finds the keys that may serve the request and refuses, before the
