@@ -1,6 +1,7 @@
 package openairelay
 
 import (
+	"cmp"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -366,9 +367,6 @@ func parseClient(d *caddyfile.Dispenser) (*Client, error) {
 	return c, nil
 }
 
-// defaultUpstreamURL is used when an upstream block names no url.
-const defaultUpstreamURL = "https://api.openai.com/v1"
-
 func parseUpstream(d *caddyfile.Dispenser) (*Upstream, error) {
 	u := new(Upstream)
 	if !d.Args(&u.Name) {
@@ -476,20 +474,15 @@ func parseUpstream(d *caddyfile.Dispenser) (*Upstream, error) {
 			}
 		}
 	}
-	if u.URL == "" {
-		u.URL = defaultUpstreamURL
-	}
 	if len(u.Keys) == 0 && u.KeysFile == "" {
 		return nil, d.Errf("upstream %s has no key: add `key <secret>` (such as {env.OPENAI_API_KEY}) or keys_file", u.Name)
 	}
 	// As reverse_proxy does: an https upstream switches TLS on in the
-	// transport so that its tls_* options take effect.
-	if parsed, err := url.Parse(u.URL); err == nil && parsed.Scheme == "https" {
-		if transport == nil {
-			idle, _ := strconv.Atoi(defaultIdleConnsPerHost)
-			transportName = "http"
-			transport = &reverseproxy.HTTPTransport{KeepAlive: &reverseproxy.KeepAlive{MaxIdleConnsPerHost: idle}}
-		}
+	// transport it configures so that its tls_* options take effect. An
+	// upstream without a transport block gets its default in Provision
+	// (Upstream.loadTransport), as one configured in JSON does.
+	target := cmp.Or(u.URL, defaultUpstreamURL)
+	if parsed, err := url.Parse(target); err == nil && parsed.Scheme == "https" && transport != nil {
 		if tt, ok := transport.(reverseproxy.TLSTransport); ok && !tt.TLSEnabled() {
 			if err := tt.EnableTLS(new(reverseproxy.TLSConfig)); err != nil {
 				return nil, d.Errf("upstream %s: enabling TLS: %v", u.Name, err)

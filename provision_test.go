@@ -40,3 +40,28 @@ func TestProvisionRefuses(t *testing.T) {
 		})
 	}
 }
+
+// TestJSONDefaultsAsCaddyfile checks that hand-written JSON gets the
+// defaults the Caddyfile gets: an upstream with keys only is
+// https://api.openai.com/v1 through the default transport, and the adapted
+// Caddyfile spells out neither.
+func TestJSONDefaultsAsCaddyfile(t *testing.T) {
+	t.Setenv("XDG_DATA_HOME", t.TempDir())
+	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
+	handler := `{"handler":"openai_relay","client_auth":"none","upstreams":[{"name":"openai","keys":[{"key":"sk-test-0123456789"}]}]}`
+	cfg := `{"apps":{"http":{"servers":{"s":{"listen":[":0"],"routes":[{"handle":[` + handler + `]}]}}}}}`
+	var c caddy.Config
+	if err := json.Unmarshal([]byte(cfg), &c); err != nil {
+		t.Fatal(err)
+	}
+	if err := caddy.Validate(&c); err != nil {
+		t.Fatalf("an upstream without url or transport: %v", err)
+	}
+	out, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(":0 {\n\topenai_relay {\n\t\tclient_auth none\n\t\tupstream openai {\n\t\t\tkey sk-test-0123456789\n\t\t}\n\t}\n}\n"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(out), `"transport"`) || strings.Contains(string(out), `"url"`) {
+		t.Errorf("the adapted Caddyfile spells out defaults Provision applies: %s", out)
+	}
+}

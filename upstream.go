@@ -28,8 +28,9 @@ type Upstream struct {
 	Name string `json:"name,omitempty"`
 
 	// URL is the API base, such as https://api.openai.com/v1. The client's
-	// path after /v1 is appended to it, and its query string kept. Required.
-	URL string `json:"url"`
+	// path after /v1 is appended to it, and its query string kept. Default:
+	// https://api.openai.com/v1.
+	URL string `json:"url,omitempty"`
 
 	// Weight is this upstream's share of traffic among the upstreams of the
 	// same priority. Default: 1.
@@ -114,7 +115,7 @@ func (u *Upstream) provision(ctx caddy.Context, index int, repl *caddy.Replacer)
 		u.Name = "upstream" + strconv.Itoa(index)
 	}
 	if u.URL == "" {
-		return fmt.Errorf("upstream %s: url is required", u.Name)
+		u.URL = defaultUpstreamURL
 	}
 	base, err := url.Parse(repl.ReplaceKnown(u.URL, ""))
 	if err != nil {
@@ -171,6 +172,9 @@ func (u *Upstream) provision(ctx caddy.Context, index int, repl *caddy.Replacer)
 	}
 	return nil
 }
+
+// defaultUpstreamURL is the URL of an upstream that names none.
+const defaultUpstreamURL = "https://api.openai.com/v1"
 
 const (
 	authBearer = "bearer"
