@@ -88,12 +88,10 @@ func (s *sharedStore) Destruct() error {
 }
 
 func (c *CacheConfig) provision(rl *Relay) error {
-	switch c.Store {
-	case "", "memory":
-		c.Store = "memory"
-	default:
-		return fmt.Errorf("cache: store %q is not available: use memory", c.Store)
+	if err := checkCacheStore(c.Store); err != nil {
+		return err
 	}
+	c.Store = "memory"
 	if c.TTL == 0 {
 		c.TTL = caddy.Duration(defaultCacheTTL)
 	}
@@ -106,12 +104,11 @@ func (c *CacheConfig) provision(rl *Relay) error {
 	if c.TTL < 0 || c.MaxSize < 0 || c.MaxEntry < 0 {
 		return fmt.Errorf("cache: ttl, max_size and max_entry must be positive")
 	}
-	switch c.Scope {
-	case "":
+	if err := checkCacheScope(c.Scope); err != nil {
+		return err
+	}
+	if c.Scope == "" {
 		c.Scope = "client"
-	case "client", "global":
-	default:
-		return fmt.Errorf("cache: scope must be client or global, not %q", c.Scope)
 	}
 	if len(c.Paths) == 0 {
 		c.Paths = slices.Clone(defaultCachePaths) // normalised below: never the shared default itself

@@ -123,7 +123,7 @@ func (rl *Relay) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if !d.Args(&mode) || d.NextArg() {
 				return d.ArgErr()
 			}
-			if mode != "none" {
+			if err := checkClientAuth(mode); err != nil || mode == "" {
 				return d.Errf("client_auth: the only value is 'none' (clients authenticate with their keys unless it is said), got %q", mode)
 			}
 			rl.ClientAuth = mode
@@ -182,10 +182,8 @@ func (rl *Relay) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if !d.Args(&rl.Balance) || d.NextArg() {
 				return d.ArgErr()
 			}
-			switch rl.Balance {
-			case balanceLeastLoaded, balanceWeightedRR, balanceRandom:
-			default:
-				return d.Errf("balance must be %s, %s or %s, got %q", balanceLeastLoaded, balanceWeightedRR, balanceRandom, rl.Balance)
+			if err := checkBalance(rl.Balance); err != nil {
+				return d.Err(err.Error())
 			}
 
 		case "max_wait":
@@ -215,8 +213,8 @@ func (rl *Relay) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if !d.Args(&rl.TokenEstimate) || d.NextArg() {
 				return d.ArgErr()
 			}
-			if rl.TokenEstimate != estimateChars && rl.TokenEstimate != estimateTokenizer {
-				return d.Errf("token_estimate must be %s or %s, got %q", estimateChars, estimateTokenizer, rl.TokenEstimate)
+			if err := checkTokenEstimate(rl.TokenEstimate); err != nil {
+				return d.Err(err.Error())
 			}
 
 		case "price":
@@ -339,8 +337,8 @@ func parseClient(d *caddyfile.Dispenser) (*Client, error) {
 			if !d.Args(&c.Priority) || d.NextArg() {
 				return nil, d.ArgErr()
 			}
-			if _, ok := parsePriority(c.Priority); !ok {
-				return nil, d.Errf("priority must be high, normal or low, got %q", c.Priority)
+			if err := checkPriority(c.Priority); err != nil {
+				return nil, d.Err(err.Error())
 			}
 		case "objects":
 			if c.Objects != "" {
@@ -423,8 +421,8 @@ func parseUpstream(d *caddyfile.Dispenser) (*Upstream, error) {
 			if !d.Args(&u.Auth) || d.NextArg() {
 				return nil, d.ArgErr()
 			}
-			if u.Auth != authBearer && u.Auth != authAPIKey {
-				return nil, d.Errf("auth must be '%s' or '%s', got %q", authBearer, authAPIKey, u.Auth)
+			if err := checkAuth(u.Auth); err != nil {
+				return nil, d.Err(err.Error())
 			}
 		case "header_up":
 			if u.HeaderUp == nil {
@@ -536,8 +534,8 @@ func parseCache(d *caddyfile.Dispenser) (*CacheConfig, error) {
 	c := new(CacheConfig)
 	if d.NextArg() {
 		c.Store = d.Val()
-		if c.Store != "memory" {
-			return nil, d.Errf("cache store %q is not available: use memory", c.Store)
+		if err := checkCacheStore(c.Store); err != nil {
+			return nil, d.Err(err.Error())
 		}
 	}
 	if d.NextArg() {
@@ -567,8 +565,8 @@ func parseCache(d *caddyfile.Dispenser) (*CacheConfig, error) {
 			if !d.Args(&c.Scope) || d.NextArg() {
 				return nil, d.ArgErr()
 			}
-			if c.Scope != "client" && c.Scope != "global" {
-				return nil, d.Errf("cache scope must be client or global, got %q", c.Scope)
+			if err := checkCacheScope(c.Scope); err != nil {
+				return nil, d.Err(err.Error())
 			}
 		case "ignore_fields":
 			args := d.RemainingArgs()

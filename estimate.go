@@ -2,7 +2,6 @@ package openairelay
 
 import (
 	"bytes"
-	"fmt"
 	"strings"
 	"sync"
 	"unicode/utf8"
@@ -28,12 +27,11 @@ const charsPerToken = 4
 const dataURLTokens = 765
 
 func (rl *Relay) provisionEstimator() error {
-	switch rl.TokenEstimate {
-	case "":
+	if err := checkTokenEstimate(rl.TokenEstimate); err != nil {
+		return err
+	}
+	if rl.TokenEstimate == "" {
 		rl.TokenEstimate = estimateChars
-	case estimateChars, estimateTokenizer:
-	default:
-		return fmt.Errorf("token_estimate must be %q or %q, not %q", estimateChars, estimateTokenizer, rl.TokenEstimate)
 	}
 	return nil
 }

@@ -213,6 +213,9 @@ func (rl *Relay) Provision(ctx caddy.Context) error {
 	if rl.ProbeBackoff == 0 {
 		rl.ProbeBackoff = caddy.Duration(defaultProbeBackoff)
 	}
+	if err := checkBalance(rl.Balance); err != nil {
+		return err
+	}
 	if rl.Balance == "" {
 		rl.Balance = balanceLeastLoaded
 	}
@@ -300,10 +303,10 @@ func (rl *Relay) provisionClients(repl *caddy.Replacer, upstreamIndex map[string
 			resolved = append(resolved, secret)
 		}
 		c.Keys = resolved
-		var ok bool
-		if c.priority, ok = parsePriority(c.Priority); !ok {
-			return fmt.Errorf("client %s: priority must be high, normal or low, not %q", c.Name, c.Priority)
+		if err := checkPriority(c.Priority); err != nil {
+			return fmt.Errorf("client %s: %v", c.Name, err)
 		}
+		c.priority, _ = parsePriority(c.Priority)
 		if err := c.Limits.validate(); err != nil {
 			return fmt.Errorf("client %s: %v", c.Name, err)
 		}
@@ -478,7 +481,7 @@ func (rl *Relay) Validate() error {
 			return fmt.Errorf("client_auth none and clients are both configured: remove one")
 		}
 	default:
-		return fmt.Errorf("client_auth must be \"none\" or absent, not %q", rl.ClientAuth)
+		return checkClientAuth(rl.ClientAuth)
 	}
 	if len(rl.Upstreams) == 0 {
 		return fmt.Errorf("at least one upstream is required")

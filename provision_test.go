@@ -65,3 +65,40 @@ func TestJSONDefaultsAsCaddyfile(t *testing.T) {
 		t.Errorf("the adapted Caddyfile spells out defaults Provision applies: %s", out)
 	}
 }
+
+// TestOneMessagePerBadValue checks that a bad value gets the same message
+// from the Caddyfile parser and from Provision of hand-written JSON: both
+// call one validator.
+func TestOneMessagePerBadValue(t *testing.T) {
+	t.Setenv("XDG_DATA_HOME", t.TempDir())
+	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
+	const up = `{"name":"o","url":"http://127.0.0.1:1/v1","keys":[{"key":"sk-test-0123456789"}]`
+	tests := []struct {
+		name, caddyfile, handler, want string
+	}{
+		{"balance", "balance fastest", `"client_auth":"none","balance":"fastest","upstreams":[` + up + `}]`, `balance must be least_loaded, weighted_round_robin or weighted_random, got "fastest"`},
+		{"token_estimate", "token_estimate guess", `"client_auth":"none","token_estimate":"guess","upstreams":[` + up + `}]`, `token_estimate must be chars or tokenizer, got "guess"`},
+		{"auth", "upstream o http://127.0.0.1:1/v1 {\n\t\t\tauth basic\n\t\t\tkey sk-test-0123456789\n\t\t}", `"client_auth":"none","upstreams":[` + up + `,"auth":"basic"}]`, `auth must be 'bearer' or 'api-key', got "basic"`},
+		{"priority", "client c {\n\t\t\tkey rk-long-enough-key\n\t\t\tpriority urgent\n\t\t}", `"clients":[{"name":"c","keys":["rk-long-enough-key"],"priority":"urgent"}],"upstreams":[` + up + `}]`, `priority must be high, normal or low, got "urgent"`},
+		{"cache scope", "cache {\n\t\t\tscope world\n\t\t}", `"client_auth":"none","cache":{"scope":"world"},"upstreams":[` + up + `}]`, `cache scope must be client or global, got "world"`},
+		{"cache store", "cache disk", `"client_auth":"none","cache":{"store":"disk"},"upstreams":[` + up + `}]`, `cache store "disk" is not available: use memory`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			caddyfile := ":0 {\n\topenai_relay {\n\t\tclient_auth none\n\t\t" + tt.caddyfile + "\n\t\tupstream x http://127.0.0.1:1/v1 {\n\t\t\tkey sk-test-0123456789\n\t\t}\n\t}\n}\n"
+			_, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(caddyfile), nil)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Caddyfile: %v; want %q", err, tt.want)
+			}
+			cfg := `{"apps":{"http":{"servers":{"s":{"listen":[":0"],"routes":[{"handle":[{"handler":"openai_relay",` + tt.handler + `}]}]}}}}}`
+			var c caddy.Config
+			if err := json.Unmarshal([]byte(cfg), &c); err != nil {
+				t.Fatal(err)
+			}
+			err = caddy.Validate(&c)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("JSON: %v; want %q", err, tt.want)
+			}
+		})
+	}
+}

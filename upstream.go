@@ -145,12 +145,11 @@ func (u *Upstream) provision(ctx caddy.Context, index int, repl *caddy.Replacer)
 			return fmt.Errorf("upstream %s: model pattern %q: %v", u.Name, pattern, err)
 		}
 	}
-	switch u.Auth {
-	case "":
+	if err := checkAuth(u.Auth); err != nil {
+		return fmt.Errorf("upstream %s: %v", u.Name, err)
+	}
+	if u.Auth == "" {
 		u.Auth = authBearer
-	case authBearer, authAPIKey:
-	default:
-		return fmt.Errorf("upstream %s: auth must be %q or %q, not %q", u.Name, authBearer, authAPIKey, u.Auth)
 	}
 	if u.HeaderUp != nil {
 		if err := u.HeaderUp.Provision(ctx); err != nil {

@@ -1,0 +1,61 @@
+package openairelay
+
+import "fmt"
+
+// The validators of single values, each called by Provision (which owns
+// validation and defaults, so that hand-written JSON and `caddy adapt`
+// output behave the same) and by the Caddyfile parser, which adds the
+// position. The empty value is the default and always valid.
+
+func checkClientAuth(v string) error {
+	if v != "" && v != "none" {
+		return fmt.Errorf("client_auth: the only value is 'none' (clients authenticate with their keys unless it is said), got %q", v)
+	}
+	return nil
+}
+
+func checkBalance(v string) error {
+	switch v {
+	case "", balanceLeastLoaded, balanceWeightedRR, balanceRandom:
+		return nil
+	}
+	return fmt.Errorf("balance must be %s, %s or %s, got %q", balanceLeastLoaded, balanceWeightedRR, balanceRandom, v)
+}
+
+func checkTokenEstimate(v string) error {
+	switch v {
+	case "", estimateChars, estimateTokenizer:
+		return nil
+	}
+	return fmt.Errorf("token_estimate must be %s or %s, got %q", estimateChars, estimateTokenizer, v)
+}
+
+func checkPriority(v string) error {
+	if _, ok := parsePriority(v); !ok {
+		return fmt.Errorf("priority must be high, normal or low, got %q", v)
+	}
+	return nil
+}
+
+func checkAuth(v string) error {
+	switch v {
+	case "", authBearer, authAPIKey:
+		return nil
+	}
+	return fmt.Errorf("auth must be '%s' or '%s', got %q", authBearer, authAPIKey, v)
+}
+
+func checkCacheStore(v string) error {
+	if v != "" && v != "memory" {
+		return fmt.Errorf("cache store %q is not available: use memory", v)
+	}
+	return nil
+}
+
+func checkCacheScope(v string) error {
+	switch v {
+	case "", "client", "global":
+		return nil
+	}
+	return fmt.Errorf("cache scope must be client or global, got %q", v)
+}
