@@ -27,25 +27,72 @@ func TestClassify(t *testing.T) {
 		want    outcome
 		suspect bool
 	}{
+		// 2xx: success, whatever the body.
 		{"success", 200, "", outcomeSuccess, false},
 		{"created", 201, "", outcomeSuccess, false},
-		{"bad request", 400, `{"error":{"code":"invalid_value"}}`, outcomeClientError, false},
-		{"not found", 404, "", outcomeClientError, false},
+		{"accepted", 202, `{"id":"batch_1"}`, outcomeSuccess, false},
+		{"no content", 204, "", outcomeSuccess, false},
+		{"a 200 with an error body", 200, invalid, outcomeSuccess, false},
+
+		// 3xx and the other 4xx are about the request: the client's to see.
 		{"redirect", 307, "", outcomeClientError, false},
-		{"server error", 500, "", outcomeServerError, false},
-		{"overloaded", 503, "", outcomeServerError, false},
+		{"not modified", 304, "", outcomeClientError, false},
+		{"bad request", 400, `{"error":{"code":"invalid_value"}}`, outcomeClientError, false},
+		{"bad request naming a key error", 400, invalid, outcomeClientError, false},
+		{"not found", 404, "", outcomeClientError, false},
+		{"model not found as a 404", 404, `{"error":{"message":"The model does not exist","type":"invalid_request_error","code":"model_not_found"}}`, outcomeClientError, false},
+		{"conflict", 409, "", outcomeClientError, false},
+		{"too large a body", 413, "", outcomeClientError, false},
+		{"unsupported media type", 415, "", outcomeClientError, false},
+		{"unprocessable", 422, "", outcomeClientError, false},
+
+		// 401 and 403 about the key: retire it.
 		{"invalid key", 401, invalid, outcomeDeadKey, false},
 		{"deactivated account", 401, deactivated, outcomeDeadKey, false},
-		{"no quota", 429, quota, outcomeDeadKey, false},
-		{"rate limited", 429, rateLimit, outcomeRateLimited, false},
-		{"rate limited, no body", 429, "", outcomeRateLimited, false},
-		{"request too large", 429, tooLarge, outcomeClientError, false},
+		{"invalid key as a 403", 403, invalid, outcomeDeadKey, false},
+		{"deactivated account as a 403", 403, deactivated, outcomeDeadKey, false},
+
+		// 401 and 403 about the request: returned as they are.
 		{"model access", 403, modelAccess, outcomeClientError, false},
+		{"model access as a 401", 401, modelAccess, outcomeClientError, false},
+		{"unsupported model", 403, `{"error":{"message":"x","type":"invalid_request_error","code":"unsupported_model"}}`, outcomeClientError, false},
 		{"missing scope", 401, scopes, outcomeClientError, false},
+		{"missing scope as a 403", 403, scopes, outcomeClientError, false},
+		{"missing scopes, in capitals, no code", 403, `{"error":{"message":"MISSING SCOPES: api.model.read","type":"invalid_request_error","code":null}}`, outcomeClientError, false},
+		{"insufficient permissions alone", 401, `{"error":{"message":"You have insufficient permissions for this operation.","code":null}}`, outcomeClientError, false},
+		{"no access to a model, no code", 403, `{"error":{"message":"Project proj_x does not have access to model gpt-5","code":null}}`, outcomeClientError, false},
 		{"organisation not verified", 403, verify, outcomeClientError, false},
+
+		// 401 and 403 that name neither: the client's to see, and suspect
+		// (a probe of the key decides).
 		{"other 403 code", 403, region, outcomeClientError, true},
 		{"401 without a body", 401, "", outcomeClientError, true},
+		{"403 without a body", 403, "", outcomeClientError, true},
 		{"403 not JSON", 403, "<html>Forbidden</html>", outcomeClientError, true},
+		{"401 with a numeric code", 401, `{"error":{"message":"Unauthorized","code":401}}`, outcomeClientError, true},
+		{"401 with an unknown message", 401, `{"error":{"message":"Something about this request","type":"invalid_request_error","code":null}}`, outcomeClientError, true},
+		{"403 whose type, not code, says invalid_api_key", 403, `{"error":{"message":"x","type":"invalid_api_key","code":null}}`, outcomeClientError, true},
+
+		// 429: no quota retires the key, a request too large is the
+		// client's, anything else is a rate limit.
+		{"no quota", 429, quota, outcomeDeadKey, false},
+		{"no quota, by its type only", 429, `{"error":{"message":"You exceeded your current quota.","type":"insufficient_quota","code":null}}`, outcomeDeadKey, false},
+		{"no quota, by its code only", 429, `{"error":{"message":"x","type":"requests","code":"insufficient_quota"}}`, outcomeDeadKey, false},
+		{"rate limited", 429, rateLimit, outcomeRateLimited, false},
+		{"rate limited on tokens", 429, `{"error":{"message":"Rate limit reached for gpt-4o on tokens per min (TPM): Limit 30000, Used 29000, Requested 2000.","type":"tokens","param":null,"code":"rate_limit_exceeded"}}`, outcomeRateLimited, false},
+		{"rate limited, no body", 429, "", outcomeRateLimited, false},
+		{"rate limited, not JSON", 429, "Too Many Requests", outcomeRateLimited, false},
+		{"request too large", 429, tooLarge, outcomeClientError, false},
+		{"request too large, not at the start of the message", 429, `{"error":{"message":"Rate limit reached: Request too large","code":"rate_limit_exceeded"}}`, outcomeRateLimited, false},
+		{"invalid key as a 429", 429, invalid, outcomeRateLimited, false},
+
+		// 5xx: the upstream's trouble, whatever the body.
+		{"server error", 500, "", outcomeServerError, false},
+		{"bad gateway", 502, "<html>Bad gateway</html>", outcomeServerError, false},
+		{"overloaded", 503, "", outcomeServerError, false},
+		{"gateway timeout", 504, "", outcomeServerError, false},
+		{"an unusual 5xx", 599, "", outcomeServerError, false},
+		{"a 5xx naming a key error", 500, invalid, outcomeServerError, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -54,6 +101,40 @@ func TestClassify(t *testing.T) {
 				t.Errorf("classify(%d) = %v (suspect %v); want %v (suspect %v)", tt.status, got.outcome, got.suspect, tt.want, tt.suspect)
 			}
 		})
+	}
+}
+
+func TestNeedsBody(t *testing.T) {
+	for status, want := range map[int]bool{
+		200: false, 307: false, 400: false, 401: true, 403: true, 404: false,
+		413: false, 429: true, 500: false, 503: false,
+	} {
+		if got := needsBody(status); got != want {
+			t.Errorf("needsBody(%d) = %v; want %v", status, got, want)
+		}
+	}
+}
+
+func TestOutcomeBacksOff(t *testing.T) {
+	tests := []struct {
+		o        outcome
+		name     string
+		backsOff bool
+	}{
+		{outcomeSuccess, "success", false},
+		{outcomeClientError, "client_error", false},
+		{outcomeRateLimited, "rate_limited", false},
+		{outcomeDeadKey, "dead_key", false},
+		{outcomeServerError, "server_error", true},
+		{outcomeNetwork, "network_error", true},
+	}
+	for _, tt := range tests {
+		if got := tt.o.String(); got != tt.name {
+			t.Errorf("outcome %d is called %q; want %q", tt.o, got, tt.name)
+		}
+		if got := tt.o.backsOff(); got != tt.backsOff {
+			t.Errorf("%s.backsOff() = %v; want %v", tt.name, got, tt.backsOff)
+		}
 	}
 }
 
