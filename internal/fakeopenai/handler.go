@@ -132,20 +132,21 @@ func objectPath(p, prefix, suffix string) (id string, sub, ok bool) {
 
 // call is the state of one request.
 type call struct {
-	s       *Server
-	w       http.ResponseWriter
-	r       *http.Request
-	start   time.Time
-	reqID   string
-	secret  string
-	key     *keyEntry
-	access  *keyAccess
-	project string // sent as openai-project once the key is authenticated
-	status  int
-	rl      *rlSnapshot
-	model   string
-	stream  bool
-	body    []byte
+	recorded bool // finish has run (a reset records before it closes the connection)
+	s        *Server
+	w        http.ResponseWriter
+	r        *http.Request
+	start    time.Time
+	reqID    string
+	secret   string
+	key      *keyEntry
+	access   *keyAccess
+	project  string // sent as openai-project once the key is authenticated
+	status   int
+	rl       *rlSnapshot
+	model    string
+	stream   bool
+	body     []byte
 }
 
 // ServeHTTP implements http.Handler.
@@ -195,6 +196,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if f.Reset {
+			// Recorded before the connection goes: a client that sees the
+			// reset and asks for the records must find this request there.
+			s.finish(c)
+			c.recorded = true
 			resetConn(w)
 			return
 		}
@@ -452,6 +457,9 @@ func (s *Server) credential(r *http.Request) string {
 }
 
 func (s *Server) finish(c *call) {
+	if c.recorded {
+		return
+	}
 	if c.key != nil && c.status/100 == 2 {
 		c.key.served.Add(1)
 	}
