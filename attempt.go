@@ -59,13 +59,10 @@ func (pr *proxyRequest) callContext() (context.Context, context.CancelFunc) {
 	}
 }
 
-// pause waits before a retry after a server or network error, and counts
-// the retry; it reports false when the client left meanwhile.
+// pause waits before a retry after a server or network error; it reports
+// false when the client left meanwhile.
 func (pr *proxyRequest) pause(last *failure) bool {
-	if last.outcome.backsOff() && !sleepCtx(pr.req.Context(), backoff(pr.retries)) {
-		return false
-	}
-	return true
+	return !last.outcome.backsOff() || sleepCtx(pr.req.Context(), backoff(pr.retries))
 }
 
 // countRetry counts an attempt after the first, by what failed before it.

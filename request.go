@@ -101,12 +101,17 @@ func (rl *Relay) parse(w http.ResponseWriter, r *http.Request, client *Client, r
 		aerr.write(w)
 		return nil, false
 	}
+	// The model is logged for a request refused for it, too.
 	repl.Set(phModel, ar.model)
+	if !client.allowsModel(ar.model) {
+		rl.releaseBody(ar)
+		errModelNotAllowed(ar.model).write(w)
+		return nil, false
+	}
 	return ar, true
 }
 
-// check parses the body and finds the request's model, which the client
-// must be allowed.
+// check parses the body and finds the request's model.
 func (ar *apiRequest) check(r *http.Request, client *Client) *apiError {
 	if aerr := ar.parseBody(r.Method, r.Header); aerr != nil {
 		return aerr
@@ -120,13 +125,7 @@ func (ar *apiRequest) check(r *http.Request, client *Client) *apiError {
 		}
 		ar.model = id
 	}
-	if aerr := ar.requireModel(r.Method); aerr != nil {
-		return aerr
-	}
-	if !client.allowsModel(ar.model) {
-		return errModelNotAllowed(ar.model)
-	}
-	return nil
+	return ar.requireModel(r.Method)
 }
 
 // releaseBody gives back the body's buffer and its share of max_buffered.
