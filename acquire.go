@@ -133,7 +133,7 @@ func (pr *proxyRequest) tryAcquire(now time.Time) (*hold, time.Time) {
 	if k := pr.pinnedKey(); k != nil {
 		// The response this request continues lives with this key's
 		// organisation: wait for this key rather than go elsewhere.
-		if h, ok := reserve(now, k, pr.client.limiter, pr.estimate); ok {
+		if h, ok := reserve(pr.rl.state, now, k, pr.client.limiter, pr.estimate); ok {
 			return h, time.Time{}
 		}
 		at, _ := k.limiter.Check(now, pr.estimate)
@@ -203,7 +203,7 @@ func (pr *proxyRequest) tryUpstreams(now time.Time, t *tier, eligible []bool, av
 			if avoidKeys && containsPtr(pr.tried, k) {
 				return false
 			}
-			h, ok := reserve(now, k, pr.client.limiter, pr.estimate)
+			h, ok := reserve(pr.rl.state, now, k, pr.client.limiter, pr.estimate)
 			pr.picked = h
 			return ok
 		})

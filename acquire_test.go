@@ -59,6 +59,7 @@ func TestTierFallback(t *testing.T) {
 				primary.keys[0][0].state.retire("test", now, time.Hour)
 			}
 			pr := &proxyRequest{
+				rl:       &Relay{state: inMemory},
 				client:   &Client{Name: "c", state: &clientState{}},
 				req:      httptest.NewRequest(http.MethodPost, "/v1/chat/completions", nil),
 				api:      &apiRequest{endpoint: "chat/completions"},
@@ -89,11 +90,11 @@ func TestHold(t *testing.T) {
 	}
 	t.Run("cancel gives the request back", func(t *testing.T) {
 		k := newKey(limit.Limits{MaxConcurrent: 1}, true)
-		h, ok := reserve(now, k, nil, 10)
+		h, ok := reserve(inMemory, now, k, nil, 10)
 		if !ok {
 			t.Fatal("no room")
 		}
-		if _, ok := reserve(now, k, nil, 10); ok {
+		if _, ok := reserve(inMemory, now, k, nil, 10); ok {
 			t.Fatal("a second request fits a key of one")
 		}
 		h.cancel()
@@ -101,13 +102,13 @@ func TestHold(t *testing.T) {
 		if k.limiter.InFlight() != 0 {
 			t.Errorf("in flight after cancel: %d", k.limiter.InFlight())
 		}
-		if _, ok := reserve(now, k, nil, 10); !ok {
+		if _, ok := reserve(inMemory, now, k, nil, 10); !ok {
 			t.Error("no room after cancel")
 		}
 	})
 	t.Run("settle then cancel ends once", func(t *testing.T) {
 		k := newKey(limit.Limits{TPM: 6000}, true)
-		h, ok := reserve(now, k, nil, 100)
+		h, ok := reserve(inMemory, now, k, nil, 100)
 		if !ok {
 			t.Fatal("no room")
 		}
@@ -120,26 +121,26 @@ func TestHold(t *testing.T) {
 	})
 	t.Run("an unlearned key takes one request at a time", func(t *testing.T) {
 		k := newKey(limit.Limits{}, false)
-		h, ok := reserve(now, k, nil, 1)
+		h, ok := reserve(inMemory, now, k, nil, 1)
 		if !ok {
 			t.Fatal("no room")
 		}
-		if _, ok := reserve(now, k, nil, 1); ok {
+		if _, ok := reserve(inMemory, now, k, nil, 1); ok {
 			t.Error("a second request while learning")
 		}
 		h.settle(1)
-		if _, ok := reserve(now, k, nil, 1); !ok {
+		if _, ok := reserve(inMemory, now, k, nil, 1); !ok {
 			t.Error("the learning slot was not given back")
 		}
 	})
 	t.Run("client limits are taken with the key's", func(t *testing.T) {
 		k := newKey(limit.Limits{RPM: 600}, true)
 		client := limit.NewLimiter(limit.Limits{MaxConcurrent: 1})
-		h, ok := reserve(now, k, client, 1)
+		h, ok := reserve(inMemory, now, k, client, 1)
 		if !ok {
 			t.Fatal("no room")
 		}
-		if _, ok := reserve(now, k, client, 1); ok {
+		if _, ok := reserve(inMemory, now, k, client, 1); ok {
 			t.Error("the client's concurrency was not held")
 		}
 		h.cancel()
@@ -150,7 +151,7 @@ func TestHold(t *testing.T) {
 	t.Run("a retired key holds nothing", func(t *testing.T) {
 		k := newKey(limit.Limits{}, true)
 		k.state.retire("dead", now, time.Hour)
-		if _, ok := reserve(now, k, nil, 1); ok {
+		if _, ok := reserve(inMemory, now, k, nil, 1); ok {
 			t.Error("a retired key was reserved")
 		}
 	})

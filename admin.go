@@ -131,13 +131,18 @@ func (adminAPI) handleKeyAction(w http.ResponseWriter, r *http.Request) error {
 	var changed []keyView
 	keyStates.Range(func(_, v any) bool {
 		ks := v.(*keyState)
-		if ks.info().id != id {
+		info := ks.info()
+		if info.id != id {
 			return true
 		}
+		health := info.health
+		if health == nil {
+			health = inMemory
+		}
 		if action == "retire" {
-			ks.retireManually(now)
+			health.retireManually(ks, now)
 		} else {
-			ks.restoreManually()
+			health.restoreManually(ks)
 		}
 		changed = append(changed, ks.view(now))
 		return true

@@ -83,7 +83,7 @@ func (pr *proxyRequest) checkBatch() *apiError {
 	if pr.req.Method != http.MethodPost || pr.api.endpoint != "batches" || len(c.Models) == 0 || c.namesEndpoint("batches") {
 		return nil
 	}
-	rec, ok := objectOwners.get(stringMember(pr.api.body, "input_file_id"))
+	rec, ok := pr.rl.state.objects().get(stringMember(pr.api.body, "input_file_id"))
 	if !ok || rec.models == nil {
 		return &apiError{Status: http.StatusForbidden, Type: "invalid_request_error", Code: "model_not_allowed", Param: "input_file_id",
 			Message: "This client may use only some models, and the models of this batch's input file are not known to the relay: upload the file through the relay with purpose \"batch\"."}

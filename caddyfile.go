@@ -225,7 +225,7 @@ func (rl *Relay) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			amounts := make([]float64, len(args)-1)
 			for i, a := range args[1:] {
 				v, err := strconv.ParseFloat(strings.TrimPrefix(a, "$"), 64)
-				if err != nil || v < 0 {
+				if err != nil {
 					return d.Errf("price %s: %q must be a non-negative amount of USD", args[0], a)
 				}
 				amounts[i] = v
@@ -233,6 +233,9 @@ func (rl *Relay) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			p := Price{Model: args[0], Input: amounts[0], Output: amounts[1]}
 			if len(amounts) == 3 {
 				p.CachedInput = &amounts[2]
+			}
+			if err := p.validate(); err != nil {
+				return d.Err(err.Error())
 			}
 			rl.Prices = append(rl.Prices, p)
 
@@ -323,15 +326,15 @@ func parseClient(d *caddyfile.Dispenser) (*Client, error) {
 				return nil, d.Err("budget takes an amount in USD and optionally daily or monthly: budget 50 daily")
 			}
 			usd, err := strconv.ParseFloat(strings.TrimPrefix(args[0], "$"), 64)
-			if err != nil || usd <= 0 {
+			if err != nil {
 				return nil, d.Errf("budget: %q is not a positive amount of USD", args[0])
 			}
 			c.Budget = &Budget{USD: usd}
 			if len(args) == 2 {
-				if args[1] != "daily" && args[1] != "monthly" {
-					return nil, d.Errf("budget period must be daily or monthly, got %q", args[1])
-				}
 				c.Budget.Period = args[1]
+			}
+			if err := checkBudget(c.Budget.USD, c.Budget.Period); err != nil {
+				return nil, d.Err(err.Error())
 			}
 		case "priority":
 			if !d.Args(&c.Priority) || d.NextArg() {
@@ -600,8 +603,11 @@ func parseCache(d *caddyfile.Dispenser) (*CacheConfig, error) {
 						return nil, d.ArgErr()
 					}
 					f, err := strconv.ParseFloat(v, 64)
-					if err != nil || f <= 0 || f > 1 {
-						return nil, d.Errf("semantic threshold must be a number above 0 and at most 1, got %q", v)
+					if err != nil || f == 0 {
+						return nil, d.Errf("%v, got %q", errThreshold, v)
+					}
+					if err := checkThreshold(f); err != nil {
+						return nil, d.Err(err.Error())
 					}
 					c.Semantic.Threshold = f
 				default:

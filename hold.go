@@ -13,7 +13,8 @@ import (
 // by settle when the upstream handled the request or by cancel when it did
 // not; whatever happens, `defer h.cancel()` gives back what is still held.
 type hold struct {
-	key *poolKey
+	key   *poolKey
+	store limiterStore
 
 	mu       sync.Mutex // the transport's send callback (sent) races the end
 	res      limit.Multi
@@ -23,7 +24,7 @@ type hold struct {
 
 // reserve takes tokens on the key and on the client's limiter (nil: none)
 // at once, or nothing.
-func reserve(now time.Time, k *poolKey, client *limit.Limiter, tokens int64) (*hold, bool) {
+func reserve(st limiterStore, now time.Time, k *poolKey, client *limit.Limiter, tokens int64) (*hold, bool) {
 	if k.state.retired() {
 		return nil, false
 	}
@@ -36,14 +37,14 @@ func reserve(now time.Time, k *poolKey, client *limit.Limiter, tokens int64) (*h
 		}
 		learning = true
 	}
-	m, ok := limiters.reserve(now, tokens, k.limiter, client)
+	m, ok := st.reserve(now, tokens, k.limiter, client)
 	if !ok {
 		if learning {
 			k.state.learning.Store(false)
 		}
 		return nil, false
 	}
-	return &hold{key: k, res: m, learning: learning}, true
+	return &hold{key: k, store: st, res: m, learning: learning}, true
 }
 
 // sent tells the limiters that the request has left for the upstream, which
@@ -51,7 +52,7 @@ func reserve(now time.Time, k *poolKey, client *limit.Limiter, tokens int64) (*h
 func (h *hold) sent() {
 	h.mu.Lock()
 	if !h.ended {
-		limiters.sent(&h.res, time.Now())
+		h.store.sent(&h.res, time.Now())
 	}
 	h.mu.Unlock()
 }
@@ -76,9 +77,9 @@ func (h *hold) end(handled bool, tokens int64) {
 	}
 	h.ended = true
 	if handled {
-		limiters.settle(&h.res, now, tokens)
+		h.store.settle(&h.res, now, tokens)
 	} else {
-		limiters.cancel(&h.res, now)
+		h.store.cancel(&h.res, now)
 	}
 	h.res = limit.Multi{}
 	h.mu.Unlock()

@@ -20,6 +20,7 @@ type keyState struct {
 	upstream string
 	group    string
 	limiter  *limit.Limiter // the key's own, or its limit group's
+	health   healthStore    // where the key's health is kept
 
 	retiredReason string
 	retiredAt     time.Time
@@ -45,23 +46,24 @@ type keyState struct {
 	tokensOut atomic.Int64
 }
 
-// keyInfo is what describes a key: its names and limiter.
+// keyInfo is what describes a key: its names, limiter and health store.
 type keyInfo struct {
 	id, upstream, group string
 	limiter             *limit.Limiter
+	health              healthStore
 }
 
-// describe records the names and limiter a config gives the key.
-func (ks *keyState) describe(id, upstream, group string, l *limit.Limiter) {
+// describe records what a config gives the key.
+func (ks *keyState) describe(info keyInfo) {
 	ks.mu.Lock()
-	ks.id, ks.upstream, ks.group, ks.limiter = id, upstream, group, l
+	ks.id, ks.upstream, ks.group, ks.limiter, ks.health = info.id, info.upstream, info.group, info.limiter, info.health
 	ks.mu.Unlock()
 }
 
 func (ks *keyState) info() keyInfo {
 	ks.mu.Lock()
 	defer ks.mu.Unlock()
-	return keyInfo{id: ks.id, upstream: ks.upstream, group: ks.group, limiter: ks.limiter}
+	return keyInfo{id: ks.id, upstream: ks.upstream, group: ks.group, limiter: ks.limiter, health: ks.health}
 }
 
 // Destruct implements caddy.Destructor; a key's state holds no resources.

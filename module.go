@@ -137,6 +137,8 @@ type Relay struct {
 	queueShare int
 	logger     *zap.Logger
 	ctx        context.Context // the config's: done when it is unloaded
+	// state is where the state that outlives a request is kept (state.go).
+	state stateStore
 	// snapshotting is set once Provision has counted the config for the
 	// snapshot writer, so that Cleanup uncounts it exactly once.
 	snapshotting bool
@@ -185,6 +187,7 @@ func (Relay) CaddyModule() caddy.ModuleInfo {
 func (rl *Relay) Provision(ctx caddy.Context) error {
 	rl.logger = ctx.Logger()
 	rl.ctx = ctx
+	rl.state = inMemory
 	registerMetrics(ctx.GetMetricsRegistry())
 
 	rl.retries = defaultRetries
@@ -322,7 +325,7 @@ func (rl *Relay) provisionClients(repl *caddy.Replacer, upstreamIndex map[string
 		// by its keys: rotating a client's key keeps its spend and budget.
 		c.stateID = ownerID(rl.poolHash, c.Name)
 		if c.Limits != (Limits{}) {
-			c.limiter = loadLimiter(c.stateID, c.Limits)
+			c.limiter = rl.state.load(c.stateID, c.Limits)
 		}
 		state, loaded := clientStates.LoadOrStore(c.stateID, &clientState{})
 		c.state = state.(*clientState)
@@ -397,14 +400,14 @@ func (rl *Relay) provisionKeys(repl *caddy.Replacer) error {
 				lim = groups[k.LimitGroup]
 				pk.limiterID = "group:" + withoutUserinfo(u.base) + "#" + k.LimitGroup
 			}
-			pk.limiter = loadLimiter(pk.limiterID, lim)
+			pk.limiter = rl.state.load(pk.limiterID, lim)
 			pk.unconfigured = lim.RPM == 0 && lim.TPM == 0
 			state, loaded := keyStates.LoadOrStore(pk.poolID, &keyState{})
 			pk.state = state.(*keyState)
 			if !loaded {
 				restoreKey(pk.poolID, pk.state, time.Duration(rl.ProbeBackoff))
 			}
-			pk.state.describe(id, u.Name, k.LimitGroup, pk.limiter)
+			pk.state.describe(keyInfo{id: id, upstream: u.Name, group: k.LimitGroup, limiter: pk.limiter, health: rl.state})
 			rl.keys = append(rl.keys, pk)
 			upKeys = append(upKeys, pk)
 		}
@@ -551,12 +554,12 @@ func (rl *Relay) Cleanup() error {
 			_, _ = keyStates.Delete(k.poolID)
 		}
 		if k.limiter != nil {
-			limiters.release(k.limiterID)
+			rl.state.release(k.limiterID)
 		}
 	}
 	for _, c := range rl.Clients {
 		if c.limiter != nil {
-			limiters.release(c.stateID)
+			rl.state.release(c.stateID)
 		}
 		if c.state != nil {
 			_, _ = clientStates.Delete(c.stateID)

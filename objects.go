@@ -351,7 +351,7 @@ func (rl *Relay) sharesObjects(c *Client) bool {
 // may reports whether a client may use an object: its own, or, for a client
 // with shared objects, one of no known owner.
 func (rl *Relay) may(owner string, shared bool, id string) (objectRecord, bool) {
-	rec, known := objectOwners.get(id)
+	rec, known := rl.state.objects().get(id)
 	if known {
 		return rec, rec.owner == owner
 	}
@@ -645,7 +645,7 @@ func (pr *proxyRequest) pinnedKey() *poolKey {
 		// A request that did not go through checkObjects (the relay's own).
 		pin := ""
 		pr.api.namedObjects(func(ref objectRef) bool {
-			if rec, ok := objectOwners.get(ref.id); ok {
+			if rec, ok := pr.rl.state.objects().get(ref.id); ok {
 				pin = rec.key
 				return false
 			}
@@ -712,7 +712,7 @@ func (pr *proxyRequest) rememberResponse(key *poolKey, answer []byte, tap *strea
 	}
 	if pr.req.Method == http.MethodDelete {
 		if ref, ok := pathObject(pr.api.endpoint); ok && ref.id == segs[len(segs)-1] {
-			objectOwners.forget(ref.id)
+			pr.rl.state.objects().forget(ref.id)
 		}
 		return
 	}
@@ -723,7 +723,7 @@ func (pr *proxyRequest) rememberResponse(key *poolKey, answer []byte, tap *strea
 		// What the upstream made for an object of the client's (one it
 		// creates now, or one it owns) is the client's.
 		ref, named := pathObject(pr.api.endpoint)
-		rec, known := objectOwners.get(ref.id)
+		rec, known := pr.rl.state.objects().get(ref.id)
 		if (pr.req.Method == http.MethodPost && createEndpoints[ep]) || (named && known && rec.owner == owner) {
 			pr.rememberDerived(answer, key.poolID, owner, now)
 		}
@@ -735,7 +735,7 @@ func (pr *proxyRequest) rememberResponse(key *poolKey, answer []byte, tap *strea
 		// Completing an upload makes its file.
 		if f, ok := member(answer, "file"); ok {
 			if id := stringMember(f, "id"); id != "" {
-				objectOwners.remember(id, key.poolID, owner, now)
+				pr.rl.state.objects().remember(id, key.poolID, owner, now)
 			}
 		}
 		return
@@ -755,15 +755,15 @@ func (pr *proxyRequest) rememberResponse(key *poolKey, answer []byte, tap *strea
 	}
 	if ep == "chat/completions" {
 		if strings.HasPrefix(id, chatCompletionKind.prefix) {
-			objectOwners.remember(id, key.poolID, owner, now)
+			pr.rl.state.objects().remember(id, key.poolID, owner, now)
 		}
 		return
 	}
 	if ownedID(id) {
-		objectOwners.remember(id, key.poolID, owner, now)
+		pr.rl.state.objects().remember(id, key.poolID, owner, now)
 		if ep == "files" && pr.api.kind == bodyMultipart {
 			if models, ok := batchFileModels(pr.api.body, pr.api.boundary); ok {
-				objectOwners.setModels(id, models)
+				pr.rl.state.objects().setModels(id, models)
 			}
 		}
 	}
@@ -804,7 +804,7 @@ func (pr *proxyRequest) rememberDerived(answer []byte, key, owner string, now ti
 			})
 		}
 		if !named[id] {
-			objectOwners.remember(id, key, owner, now)
+			pr.rl.state.objects().remember(id, key, owner, now)
 		}
 	})
 }
@@ -917,7 +917,7 @@ func (pr *proxyRequest) respondOwnList(w http.ResponseWriter, resp *http.Respons
 // not be had (no room on the key, an error): the list then stops there.
 func (pr *proxyRequest) fetchListPage(key *poolKey, q url.Values, limit int, after string) ([]byte, bool) {
 	now := time.Now()
-	h, ok := reserve(now, key, nil, 0)
+	h, ok := reserve(pr.rl.state, now, key, nil, 0)
 	if !ok {
 		return nil, false
 	}

@@ -98,7 +98,7 @@ func TestObjectIDsNamed(t *testing.T) {
 func testRelay(t *testing.T, poolID string, relayObjects string) (*Relay, map[string]*Client) {
 	t.Helper()
 	key := &poolKey{id: "k", poolID: poolID, state: &keyState{}}
-	rl := &Relay{Objects: relayObjects, keys: []*poolKey{key},
+	rl := &Relay{state: inMemory, Objects: relayObjects, keys: []*poolKey{key},
 		tiers: []*tier{{keys: [][]*poolKey{{key}}, upstreams: []*Upstream{{}}}}}
 	clients := map[string]*Client{"alice": {Name: "alice"}, "bob": {Name: "bob"}, "shared": {Name: "shared", Objects: objectsShared}}
 	for _, n := range []string{"alice", "bob", "shared"} {
@@ -189,7 +189,7 @@ func TestObjectOwnershipDecisions(t *testing.T) {
 		t.Error("a client with objects owned under a shared relay named an unknown object")
 	}
 	// The anonymous client of client_auth none.
-	rlAnon := &Relay{ClientAuth: "none", Objects: objectsShared}
+	rlAnon := &Relay{state: inMemory, ClientAuth: "none", Objects: objectsShared}
 	if err := rlAnon.provisionObjects(); err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package openairelay
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"io/fs"
@@ -81,8 +82,8 @@ var persisted struct {
 	mu      sync.Mutex
 	loaded  bool
 	restore snapshot
-	running bool // the periodic writer has started
-	configs int  // configs provisioned and not yet cleaned up
+	configs int    // configs provisioned and not yet cleaned up
+	stop    func() // ends the periodic writer; nil when none runs
 }
 
 // loadSnapshot reads the snapshot once per process.
@@ -201,37 +202,52 @@ func saveSnapshot() error {
 }
 
 // startSnapshots counts a config that holds state and starts the periodic
-// writer, once per process. The writer lives as long as the process: a
-// reload provisions the new config before it cleans up the old one, so a
-// writer tied to either config's context would stop with the old one and
-// never be started again. It writes while some config is loaded.
+// writer when it is the first. The writer belongs to the process, not to a
+// config: a reload provisions the new config before it cleans up the old
+// one, so a writer tied to either config's context would stop with the old
+// one. It runs with a context of its own while some config is loaded, and
+// stopSnapshots ends it when the last one is unloaded (waiting for a write
+// in progress, so that the final snapshot of Cleanup is the last word).
 func startSnapshots() {
 	persisted.mu.Lock()
 	defer persisted.mu.Unlock()
 	persisted.configs++
-	if persisted.running {
+	if persisted.stop != nil {
 		return
 	}
-	persisted.running = true
-	go func() {
-		for {
-			time.Sleep(time.Duration(snapshotEvery.Load()))
-			persisted.mu.Lock()
-			loaded := persisted.configs > 0
-			persisted.mu.Unlock()
-			if !loaded {
-				continue
-			}
-			if err := saveSnapshot(); err != nil {
-				caddy.Log().Named("openai_relay").Warn("could not save the relay state", zap.String("file", snapshotPath()), zap.Error(err))
-			}
-		}
-	}()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	persisted.stop = func() { cancel(); <-done }
+	go writeSnapshots(ctx, time.Duration(snapshotEvery.Load()), done)
 }
 
-// stopSnapshots counts a config unloaded.
+// writeSnapshots saves the snapshot every interval until ctx is done.
+func writeSnapshots(ctx context.Context, interval time.Duration, done chan<- struct{}) {
+	defer close(done)
+	ticker := time.NewTicker(interval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+		if err := saveSnapshot(); err != nil {
+			caddy.Log().Named("openai_relay").Warn("could not save the relay state", zap.String("file", snapshotPath()), zap.Error(err))
+		}
+	}
+}
+
+// stopSnapshots counts a config unloaded, and stops the writer with the last.
 func stopSnapshots() {
 	persisted.mu.Lock()
 	persisted.configs = max(persisted.configs-1, 0)
+	var stop func()
+	if persisted.configs == 0 {
+		stop, persisted.stop = persisted.stop, nil
+	}
 	persisted.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
 }

@@ -20,7 +20,7 @@ func TestSnapshotRoundTrip(t *testing.T) {
 	ks.retire("401 invalid_api_key", time.Now(), time.Minute)
 
 	lim := Limits{RPD: 100}
-	l := loadLimiter("key:"+poolID, lim)
+	l := inMemory.load("key:"+poolID, lim)
 	defer limiterStates.Delete("key:" + poolID)
 	for range 7 {
 		r, _, ok := l.Reserve(time.Now(), 10)

@@ -31,7 +31,7 @@ func (rl *Relay) probeRetired(ctx context.Context) {
 			return
 		case now := <-ticker.C:
 			for _, k := range rl.keys {
-				if k.state.probeDue(now) {
+				if rl.state.probeDue(k.state, now) {
 					rl.probe(ctx, k)
 				}
 			}
@@ -42,7 +42,7 @@ func (rl *Relay) probeRetired(ctx context.Context) {
 // probe tries a retired key and records the result.
 func (rl *Relay) probe(ctx context.Context, k *poolKey) {
 	ok := rl.probeOnce(ctx, k) == probeAlive
-	k.state.probed(ok, time.Now())
+	rl.state.probed(k.state, ok, time.Now())
 	if !ok {
 		rl.logger.Debug("retired key still fails its probe",
 			zap.String("upstream", k.upstream.Name), zap.String("key", k.id))
@@ -55,7 +55,7 @@ func (rl *Relay) probe(ctx context.Context, k *poolKey) {
 
 // retireKey takes a key out of rotation for reason (built by deadReason).
 func (rl *Relay) retireKey(k *poolKey, reason string, now time.Time) {
-	k.state.retire(reason, now, time.Duration(rl.ProbeBackoff))
+	rl.state.retire(k.state, reason, now, time.Duration(rl.ProbeBackoff))
 	keyRetirements.WithLabelValues(k.upstream.Name, k.id).Inc()
 	rl.logger.Warn("upstream key retired",
 		zap.String("upstream", k.upstream.Name), zap.String("key", k.id), zap.String("reason", reason))

@@ -81,6 +81,10 @@ func TestOneMessagePerBadValue(t *testing.T) {
 		{"auth", "upstream o http://127.0.0.1:1/v1 {\n\t\t\tauth basic\n\t\t\tkey sk-test-0123456789\n\t\t}", `"client_auth":"none","upstreams":[` + up + `,"auth":"basic"}]`, `auth must be 'bearer' or 'api-key', got "basic"`},
 		{"priority", "client c {\n\t\t\tkey rk-long-enough-key\n\t\t\tpriority urgent\n\t\t}", `"clients":[{"name":"c","keys":["rk-long-enough-key"],"priority":"urgent"}],"upstreams":[` + up + `}]`, `priority must be high, normal or low, got "urgent"`},
 		{"cache scope", "cache {\n\t\t\tscope world\n\t\t}", `"client_auth":"none","cache":{"scope":"world"},"upstreams":[` + up + `}]`, `cache scope must be client or global, got "world"`},
+		{"budget period", "client c {\n\t\t\tkey rk-long-enough-key\n\t\t\tbudget 5 weekly\n\t\t}", `"clients":[{"name":"c","keys":["rk-long-enough-key"],"budget":{"usd":5,"period":"weekly"}}],"upstreams":[` + up + `}]`, `budget period must be daily or monthly, got "weekly"`},
+		{"budget amount", "client c {\n\t\t\tkey rk-long-enough-key\n\t\t\tbudget -5\n\t\t}", `"clients":[{"name":"c","keys":["rk-long-enough-key"],"budget":{"usd":-5}}],"upstreams":[` + up + `}]`, `budget must be a positive amount of USD, got -5`},
+		{"semantic threshold", "cache {\n\t\t\tsemantic {\n\t\t\t\tthreshold 1.5\n\t\t\t}\n\t\t}", `"client_auth":"none","cache":{"semantic":{"threshold":1.5}},"upstreams":[` + up + `}]`, `semantic threshold must be a number above 0 and at most 1, got 1.5`},
+		{"price", "price gpt-4o* 2.5 -1", `"client_auth":"none","prices":[{"model":"gpt-4o*","input":2.5,"output":-1}],"upstreams":[` + up + `}]`, `price gpt-4o*: -1 must be a non-negative amount of USD`},
 		{"cache store", "cache disk", `"client_auth":"none","cache":{"store":"disk"},"upstreams":[` + up + `}]`, `cache store "disk" is not available: use memory`},
 	}
 	for _, tt := range tests {

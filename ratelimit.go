@@ -82,10 +82,6 @@ type sharedLimiter struct{ *limit.Limiter }
 // Destruct implements caddy.Destructor.
 func (sharedLimiter) Destruct() error { return nil }
 
-// loadLimiter returns the limiter named id with limits lim, from the
-// limiter store.
-func loadLimiter(id string, lim Limits) *limit.Limiter { return limiters.load(id, lim) }
-
 // Priorities of queued requests: higher is served first.
 const (
 	priorityLow    = 0

@@ -55,10 +55,7 @@ func (s *SemanticConfig) provision() error {
 	if s.Threshold == 0 {
 		s.Threshold = defaultSemanticThreshold
 	}
-	if s.Threshold < 0 || s.Threshold > 1 || math.IsNaN(s.Threshold) {
-		return fmt.Errorf("cache semantic: threshold must be between 0 and 1")
-	}
-	return nil
+	return checkThreshold(s.Threshold)
 }
 
 // semanticIndex keeps, per group, the embeddings of the last user messages

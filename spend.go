@@ -40,15 +40,11 @@ type Budget struct {
 }
 
 func (b *Budget) validate() error {
-	if b.USD <= 0 || math.IsInf(b.USD, 0) || math.IsNaN(b.USD) {
-		return fmt.Errorf("budget must be a positive amount of USD")
+	if err := checkBudget(b.USD, b.Period); err != nil {
+		return err
 	}
-	switch b.Period {
-	case "":
+	if b.Period == "" {
 		b.Period = "monthly"
-	case "daily", "monthly":
-	default:
-		return fmt.Errorf("budget period must be daily or monthly, not %q", b.Period)
 	}
 	return nil
 }
@@ -72,14 +68,32 @@ func periodEnd(period string, t time.Time) time.Time {
 
 func (rl *Relay) validatePrices() error {
 	for _, p := range rl.Prices {
-		if _, err := path.Match(p.Model, ""); err != nil || p.Model == "" {
-			return fmt.Errorf("price: model pattern %q is not a valid glob", p.Model)
-		}
-		if p.Input < 0 || p.Output < 0 || (p.CachedInput != nil && *p.CachedInput < 0) {
-			return fmt.Errorf("price for %s must not be negative", p.Model)
+		if err := p.validate(); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// validate checks one price: a valid glob, and amounts that are not negative.
+func (p Price) validate() error {
+	if _, err := path.Match(p.Model, ""); err != nil || p.Model == "" {
+		return fmt.Errorf("price: model pattern %q is not a valid glob", p.Model)
+	}
+	for _, v := range []float64{p.Input, p.Output, ptrOr(p.CachedInput, 0)} {
+		if v < 0 || math.IsNaN(v) || math.IsInf(v, 0) {
+			return fmt.Errorf("price %s: %v must be a non-negative amount of USD", p.Model, v)
+		}
+	}
+	return nil
+}
+
+// ptrOr is *p, or def when p is nil.
+func ptrOr[T any](p *T, def T) T {
+	if p == nil {
+		return def
+	}
+	return *p
 }
 
 // price is what usage of model costs in dollars by the configured prices,
@@ -105,7 +119,7 @@ func (pr *proxyRequest) spend(u usage) {
 		return
 	}
 	spendTotal.WithLabelValues(pr.client.Name).Add(usd)
-	pr.client.state.addSpend(time.Now(), usd)
+	pr.rl.state.addSpend(pr.client.state, time.Now(), usd)
 }
 
 // unpriced are the endpoints whose answers carry no token usage, and so
@@ -145,7 +159,7 @@ func (pr *proxyRequest) reserveBudget() *apiError {
 			Message: "This client has a budget, and the relay has no price for the model " + truncateForMessage(pr.api.model) + "."}
 	}
 	now := time.Now()
-	if pr.client.state.reserveSpend(now, b.Period, b.USD, est) {
+	if pr.rl.state.reserveSpend(pr.client.state, now, b.Period, b.USD, est) {
 		pr.budgetHeld = est
 		return nil
 	}
@@ -155,7 +169,7 @@ func (pr *proxyRequest) reserveBudget() *apiError {
 // releaseBudget gives back the budget reservation, once.
 func (pr *proxyRequest) releaseBudget() {
 	if pr.client.Budget != nil {
-		pr.client.state.releaseSpend(pr.budgetHeld)
+		pr.rl.state.releaseSpend(pr.client.state, pr.budgetHeld)
 		pr.budgetHeld = 0
 	}
 }

@@ -38,21 +38,47 @@ import (
 //	modelLabels    the metric's model label values        process             addModelLabels (metrics.go)
 //	codecs         tokenizer codecs, by encoding          process             codecFor (estimate.go)
 //
-// The request path reaches the limiters only through a hold (hold.go:
-// reserve, sent, settle, cancel) and the limiterStore below, key health through keyState's methods,
-// spend through clientState's, object ownership through the objectStore and
-// the cache through the cache.Store and cache.Group of its config: these
-// are the operations a store shared by several instances has to provide.
+// The request path reaches this state through one seam, the Relay's
+// stateStore (rl.state): limiters through a hold (hold.go: reserve, sent,
+// settle, cancel), key health, client spend and object ownership through
+// the store's methods; the cache through the cache.Store and cache.Group of
+// its config. These are the operations a store shared by several instances
+// has to provide; memoryState is the one that keeps them in this process.
 var (
-	keyStates                  = caddy.NewUsagePool()
-	limiterStates              = caddy.NewUsagePool() // memoryLimiters' pool
-	clientStates               = caddy.NewUsagePool()
-	cacheStores                = caddy.NewUsagePool()
-	objectOwners  objectStore  = newObjectTable(maxObjects)
-	limiters      limiterStore = memoryLimiters{}
-	queues                     = &queueSet{qs: make(map[*limit.Queue]bool)}
+	keyStates     = caddy.NewUsagePool()
+	limiterStates = caddy.NewUsagePool() // memoryLimiters' pool
+	clientStates  = caddy.NewUsagePool()
+	cacheStores   = caddy.NewUsagePool()
+	objectOwners  = newObjectTable(maxObjects)
+	queues        = &queueSet{qs: make(map[*limit.Queue]bool)}
 	capacityGen   atomic.Uint64
 )
+
+// stateStore is the one seam between the request path and the state that
+// outlives a request, shaped for a store shared by several instances: each
+// operation is one atomic step there (take capacity, give it back, retire a
+// key, claim a probe, reserve spend), and what selection reads stays local
+// (the limiters and key states are the mirror such a store refreshes).
+type stateStore interface {
+	limiterStore
+	healthStore
+	spendStore
+	// objects is the store of object ownership.
+	objects() objectStore
+}
+
+// memoryState keeps all state in this process: the default, and what
+// every test without a shared store runs on.
+type memoryState struct {
+	memoryLimiters
+	memoryHealth
+	memorySpend
+}
+
+func (memoryState) objects() objectStore { return objectOwners }
+
+// inMemory is the state store of every config without a shared one.
+var inMemory stateStore = memoryState{}
 
 // limiterStore holds the limiters of keys, limit groups and clients, and is
 // the one way capacity is taken on them and given back (hold.go calls it).
@@ -100,6 +126,55 @@ func (memoryLimiters) sent(m *limit.Multi, now time.Time)                 { m.Re
 func (memoryLimiters) settle(m *limit.Multi, now time.Time, tokens int64) { m.Settle(now, tokens) }
 func (memoryLimiters) cancel(m *limit.Multi, now time.Time)               { m.Cancel(now) }
 
+// healthStore keeps the health of keys: whether each is retired and why,
+// and its probes. The keyState is what the request path reads (retired);
+// a shared store keeps it as the mirror of the shared health, and claims a
+// probe so that one instance probes a retired key and all see the result.
+type healthStore interface {
+	// retire takes the key out of rotation for reason until a probe
+	// restores it; the first probe comes after firstProbe.
+	retire(ks *keyState, reason string, now time.Time, firstProbe time.Duration)
+	// retireManually retires the key until restoreManually (the admin API).
+	retireManually(ks *keyState, now time.Time)
+	restoreManually(ks *keyState)
+	// probeDue reports whether the key is to be probed now, by this caller
+	// alone; probed records the probe's result.
+	probeDue(ks *keyState, now time.Time) bool
+	probed(ks *keyState, ok bool, now time.Time)
+}
+
+// memoryHealth keeps key health in the keyStates.
+type memoryHealth struct{}
+
+func (memoryHealth) retire(ks *keyState, reason string, now time.Time, firstProbe time.Duration) {
+	ks.retire(reason, now, firstProbe)
+}
+func (memoryHealth) retireManually(ks *keyState, now time.Time)  { ks.retireManually(now) }
+func (memoryHealth) restoreManually(ks *keyState)                { ks.restoreManually() }
+func (memoryHealth) probeDue(ks *keyState, now time.Time) bool   { return ks.probeDue(now) }
+func (memoryHealth) probed(ks *keyState, ok bool, now time.Time) { ks.probed(ok, now) }
+
+// spendStore keeps what clients spent and what requests in flight have
+// reserved of their budgets (spend.go calls it).
+type spendStore interface {
+	// reserveSpend admits a request estimated at usd against the client's
+	// budget for period while spent and reserved are under it.
+	reserveSpend(cs *clientState, now time.Time, period string, budget, usd float64) bool
+	// releaseSpend gives back what reserveSpend took.
+	releaseSpend(cs *clientState, usd float64)
+	// addSpend adds usd to the client's spend in the periods now falls in.
+	addSpend(cs *clientState, now time.Time, usd float64)
+}
+
+// memorySpend keeps spend in the clientStates.
+type memorySpend struct{}
+
+func (memorySpend) reserveSpend(cs *clientState, now time.Time, period string, budget, usd float64) bool {
+	return cs.reserveSpend(now, period, budget, usd)
+}
+func (memorySpend) releaseSpend(cs *clientState, usd float64)            { cs.releaseSpend(usd) }
+func (memorySpend) addSpend(cs *clientState, now time.Time, usd float64) { cs.addSpend(now, usd) }
+
 // objectStore records which key and which client created each stored
 // object (objects.go), and is saved in the restart snapshot.
 type objectStore interface {
@@ -122,7 +197,7 @@ func capacityReleased() {
 
 // Interface guards: the in-memory stores, and the values of the usage pools.
 var (
-	_ limiterStore     = memoryLimiters{}
+	_ stateStore       = memoryState{}
 	_ objectStore      = (*objectTable)(nil)
 	_ caddy.Destructor = (*keyState)(nil)
 	_ caddy.Destructor = (*clientState)(nil)

@@ -1,6 +1,10 @@
 package openairelay
 
-import "fmt"
+import (
+	"errors"
+	"fmt"
+	"math"
+)
 
 // The validators of single values, each called by Provision (which owns
 // validation and defaults, so that hand-written JSON and `caddy adapt`
@@ -58,4 +62,28 @@ func checkCacheScope(v string) error {
 		return nil
 	}
 	return fmt.Errorf("cache scope must be client or global, got %q", v)
+}
+
+// checkBudget validates a client's budget: a positive amount of USD, and a
+// period of daily or monthly (empty: monthly).
+func checkBudget(usd float64, period string) error {
+	if usd <= 0 || math.IsInf(usd, 0) || math.IsNaN(usd) {
+		return fmt.Errorf("budget must be a positive amount of USD, got %v", usd)
+	}
+	switch period {
+	case "", "daily", "monthly":
+		return nil
+	}
+	return fmt.Errorf("budget period must be daily or monthly, got %q", period)
+}
+
+var errThreshold = errors.New("semantic threshold must be a number above 0 and at most 1")
+
+// checkThreshold validates the semantic cache's similarity threshold; 0 is
+// the default.
+func checkThreshold(f float64) error {
+	if f < 0 || f > 1 || math.IsNaN(f) {
+		return fmt.Errorf("%w, got %v", errThreshold, f)
+	}
+	return nil
 }
