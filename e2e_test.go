@@ -9,12 +9,10 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/caddyserver/caddy/v2/caddytest"
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
 	"github.com/openai/openai-go/v3/responses"
@@ -62,120 +60,6 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	os.RemoveAll(tmp)
 	os.Exit(code)
-}
-
-// upstreamURL is what startRelay needs of an upstream.
-type upstreamURL interface{ URL() string }
-
-// fakeAt names an upstream by its URL, for upstreams started otherwise.
-type fakeAt string
-
-func (u fakeAt) URL() string { return string(u) }
-
-// e2e is one test's relay and upstream.
-type e2e struct {
-	t       *testing.T
-	fake    *fakeopenai.Server
-	tester  *caddytest.Tester
-	logFile string
-}
-
-// startRelay runs Caddy with the relay block given (the inside of
-// `openai_relay { ... }`, with {UPSTREAM} standing for the fake's URL) and
-// access and error logs written to a file the test can search.
-func startRelay(t *testing.T, up upstreamURL, relayBlock string) *e2e {
-	t.Helper()
-	logFile := filepath.Join(logDir, strings.ReplaceAll(t.Name(), "/", "_")+".log")
-	block := strings.ReplaceAll(relayBlock, "{UPSTREAM}", up.URL())
-	config := fmt.Sprintf(`{
-	admin localhost:%[3]s
-	http_port %[4]s
-	https_port 9443
-	skip_install_trust
-	log {
-		output file %[1]s
-		level DEBUG
-	}
-}
-http://localhost:%[4]s {
-	log {
-		output file %[1]s
-	}
-	openai_relay {
-%[2]s
-	}
-}
-`, logFile, block, adminPort, httpPort)
-	port, _ := strconv.Atoi(adminPort)
-	tester := caddytest.NewTester(t).WithDefaultOverrides(caddytest.Config{AdminPort: port})
-	tester.InitServer(config, "caddyfile")
-	fake, _ := up.(*fakeopenai.Server)
-	return &e2e{t: t, fake: fake, tester: tester, logFile: logFile}
-}
-
-// startSites loads a Caddy whose one site holds the given blocks (each a
-// `handle_path /<name>/* { openai_relay { … } }`, or a bare `openai_relay`),
-// for tests of several relay handlers side by side; global holds more global
-// options.
-func startSites(t *testing.T, global string, blocks ...string) {
-	t.Helper()
-	port, _ := strconv.Atoi(adminPort)
-	tester := caddytest.NewTester(t).WithDefaultOverrides(caddytest.Config{AdminPort: port})
-	tester.InitServer(fmt.Sprintf(`{
-	admin localhost:%s
-	http_port %s
-	https_port 9443
-	skip_install_trust
-%s
-}
-http://localhost:%s {%s
-}
-`, adminPort, httpPort, global, httpPort, strings.Join(blocks, "")), "caddyfile")
-}
-
-func sdk(clientKey string) openai.Client {
-	return openai.NewClient(
-		option.WithBaseURL(relayBase),
-		option.WithAPIKey(clientKey),
-		option.WithMaxRetries(0),
-		option.WithRequestTimeout(20*time.Second),
-	)
-}
-
-// assertNoSecrets checks that no upstream key appears in the logs and that
-// no client credential reached the upstream.
-func (e *e2e) assertNoSecrets(upstreamKeys []string, clientKeys []string) {
-	e.t.Helper()
-	logs, _ := os.ReadFile(e.logFile)
-	for _, k := range upstreamKeys {
-		if i := bytes.Index(logs, []byte(k)); i >= 0 {
-			start := bytes.LastIndexByte(logs[:i], '\n') + 1
-			e.t.Errorf("secret %s… appears in the log: %.300s", k[:6], logs[start:])
-		}
-	}
-	for _, rec := range e.fake.Records() {
-		for name, values := range rec.Header {
-			for _, v := range values {
-				for _, ck := range clientKeys {
-					if strings.Contains(v, ck) {
-						e.t.Errorf("client key reached the upstream in header %s", name)
-					}
-				}
-			}
-		}
-		for _, h := range []string{"Openai-Organization", "Openai-Project"} {
-			if rec.Header.Get(h) != "" {
-				e.t.Errorf("%s reached the upstream", h)
-			}
-		}
-	}
-}
-
-func chatParams(prompt string) openai.ChatCompletionNewParams {
-	return openai.ChatCompletionNewParams{
-		Model:    "gpt-4o-mini",
-		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage(prompt)},
-	}
 }
 
 func TestE2EEndpoints(t *testing.T) {
@@ -360,14 +244,5 @@ func TestE2EModelListFollowsAllowList(t *testing.T) {
 	var apiErr *openai.Error
 	if !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusNotFound {
 		t.Errorf("a model the client may not use: %v; want 404", err)
-	}
-}
-
-// skipLong skips a test that runs for seconds of load (soak, limit and
-// fairness runs) under `go test -short`; CI runs it.
-func skipLong(t *testing.T) {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("long: skipped with -short")
 	}
 }

@@ -73,44 +73,13 @@ func TestSoak(t *testing.T) {
 		fake.AddKey(k, fakeopenai.KeyLimits{})
 		t.Setenv("E2E_SOAK_"+strings.ToUpper(name), k)
 	}
-	config := func(variant int) string {
-		keyLine := func(name string) string {
-			return fmt.Sprintf("\t\t\tkey {env.E2E_SOAK_%s} {\n\t\t\t\tname %s\n\t\t\t}\n", strings.ToUpper(name), name)
-		}
-		a := keyLine("a0") + keyLine("a1") + keyLine("a2") + keyLine("a3")
-		retries := 3
-		if variant%2 == 1 {
-			a += keyLine("a4")
-			retries = 4
-		}
-		return `
-		client soak {
-			key rk-soak-client
-		}
-		upstream a {UPSTREAM} {
-			transport http {
-				response_header_timeout 2s
-				keepalive 3s
-			}
-` + a + `		}
-		upstream b {UPSTREAM} {
-			transport http {
-				response_header_timeout 2s
-				keepalive 3s
-			}
-` + keyLine("b0") + keyLine("b1") + `		}
-		retries ` + strconv.Itoa(retries) + `
-		max_wait 5s
-		cooldown 1s
-		probe_backoff 300ms`
-	}
 
 	// keepalive 3s: a config's transport is closed when the config is
 	// replaced, but a request of the old config still running (a retry)
 	// may open a connection on it after that, which then idles for the
 	// transport's IdleConnTimeout (2m by default) before it closes. Kept
 	// short here, so that what is left after the settle time is a leak.
-	e := startRelay(t, fake, config(0))
+	e := startRelay(t, fake, soakConfig(0))
 	client := &http.Client{Transport: &http.Transport{
 		MaxIdleConns: 2 * workers, MaxIdleConnsPerHost: 2 * workers, DisableCompression: true,
 	}}
@@ -140,7 +109,6 @@ func TestSoak(t *testing.T) {
 	// needed (see keepAliveRace): a long soak would hold every request.
 	fake.SetRecording(false)
 	fake.ResetRecords()
-	var recordUntil time.Time
 	a0Before := findKey(t, "a", "a0")
 
 	// The reload windows, for telling a keep-alive race (a request sent on a
@@ -177,56 +145,16 @@ func TestSoak(t *testing.T) {
 	phaseLen := min(duration/time.Duration(len(soakPhases)), 2*time.Second)
 	phaseLen = max(phaseLen, 400*time.Millisecond)
 	deadline := time.Now().Add(duration)
-	dead := keys["a1"]
-	reloadN := 0
+	run := &soakRun{t: t, fake: fake, keys: keys, e: e, reloadLog: &reloads}
 	var phasesRun []string
 	for i := 0; time.Now().Before(deadline); i++ {
 		name := soakPhases[i%len(soakPhases)]
 		phasesRun = append(phasesRun, name)
 		phase.Store(name)
-		if time.Now().After(recordUntil) {
-			fake.SetRecording(false)
-		}
-		switch name {
-		case "5xx":
-			fake.AddFault(fakeopenai.Fault{Status: http.StatusInternalServerError, Count: 30})
-			fake.AddFault(fakeopenai.Fault{Status: http.StatusBadGateway, Count: 30, Key: keys["b0"]})
-			fake.AddFault(fakeopenai.Fault{Status: http.StatusServiceUnavailable, Count: 30, Key: keys["a2"]})
-		case "resets":
-			fake.AddFault(fakeopenai.Fault{Reset: true, Count: 40})
-		case "slow headers":
-			fake.AddFault(fakeopenai.Fault{Latency: 3 * time.Second, Count: 4})         // past response_header_timeout
-			fake.AddFault(fakeopenai.Fault{Latency: 700 * time.Millisecond, Count: 60}) // slow, within it
-		case "mid-stream drops":
-			fake.AddFault(fakeopenai.Fault{DropAfter: 2, Count: 60})
-		case "429s":
-			fake.AddFault(fakeopenai.Fault{Status: http.StatusTooManyRequests, Key: keys["a0"], Count: 20})
-			fake.AddFault(fakeopenai.Fault{Status: http.StatusTooManyRequests, Key: keys["b1"], Count: 20,
-				Header: http.Header{"Retry-After": {"1"}, "Retry-After-Ms": {"800"}}})
-			fake.AddFault(fakeopenai.Fault{Status: http.StatusTooManyRequests, Key: keys["a3"], Count: 20,
-				Body: `{"error":{"message":"Rate limit reached","type":"requests","param":null,"code":"rate_limit_exceeded"}}`})
-		case "dead key":
-			fake.SetKeyState(dead, fakeopenai.KeyInvalid)
-		case "outage":
-			// Every upstream fails for a while: clients get the last 5xx
-			// once the retries are spent.
-			fake.AddFault(fakeopenai.Fault{Status: http.StatusServiceUnavailable})
-		case "reload":
-			reloadN++
-			fake.SetRecording(true)
-			end := reloads.begin()
-			e = startRelay(t, fake, config(reloadN))
-			end()
-			// A request cut at the reload that had in fact been relayed
-			// would reach the upstream within its few seconds of retries.
-			recordUntil = time.Now().Add(5 * time.Second)
-		}
+		run.start(name)
 		time.Sleep(min(phaseLen, time.Until(deadline)))
 		phase.Store(name + " (ending)")
-		fake.ClearFaults()
-		if name == "dead key" {
-			fake.SetKeyState(dead, fakeopenai.KeyOK)
-		}
+		run.end(name)
 	}
 	close(stop)
 	waitStart := time.Now()
@@ -236,7 +164,7 @@ func TestSoak(t *testing.T) {
 	t.Logf("clients finished %v after the end of the load", loadEnd.Sub(waitStart).Round(time.Millisecond))
 
 	// Key state survived the reloads: the counters only grew.
-	if after := findKey(t, "a", "a0"); reloadN > 0 && after.PromptTokens < a0Before.PromptTokens {
+	if after := findKey(t, "a", "a0"); run.reloads > 0 && after.PromptTokens < a0Before.PromptTokens {
 		t.Errorf("key a0's prompt tokens went from %d to %d across reloads: its state was reset",
 			a0Before.PromptTokens, after.PromptTokens)
 	}
@@ -245,23 +173,141 @@ func TestSoak(t *testing.T) {
 	retries := metricSum(t, "caddy_openai_relay_retries_total") - retriesBefore
 	st.report(t, retries)
 
-	// Every request ended well or with a clear error.
-	st.mu.Lock()
-	if st.requests == 0 || st.successes == 0 {
-		t.Errorf("%d requests, %d successes: the load did not run", st.requests, st.successes)
+	st.check(t, fake.Records(), unsolicited.count.Load())
+
+	checkDrained(t)
+
+	checkNoGoroutinesLeft(t, fake, client, goroutinesBefore, relayBefore)
+	run.e.assertNoSecrets(mapValues(keys), []string{"rk-soak-client"})
+}
+
+// soakPhases are the turns of the fault injection.
+var soakPhases = []string{"clean", "5xx", "resets", "slow headers", "mid-stream drops", "429s", "dead key", "outage", "reload", "clean"}
+
+var soakKinds = []string{"chat", "chat stream", "embeddings", "responses stream"}
+
+const keepAliveRace = "connection closed by a reload before the request was read"
+
+// isDialError reports whether err happened while connecting, before any
+// byte of the request was sent.
+// soakConfig is the soak's relay: two upstreams on the same fake with keys
+// of their own; an odd variant (every other reload) adds a fifth key to the
+// first and a retry more.
+func soakConfig(variant int) string {
+	keyLine := func(name string) string {
+		return fmt.Sprintf("\t\t\tkey {env.E2E_SOAK_%s} {\n\t\t\t\tname %s\n\t\t\t}\n", strings.ToUpper(name), name)
 	}
-	for _, f := range st.failures {
+	a := keyLine("a0") + keyLine("a1") + keyLine("a2") + keyLine("a3")
+	retries := 3
+	if variant%2 == 1 {
+		a += keyLine("a4")
+		retries = 4
+	}
+	return `
+	client soak {
+		key rk-soak-client
+	}
+	upstream a {UPSTREAM} {
+		transport http {
+			response_header_timeout 2s
+			keepalive 3s
+		}
+` + a + `		}
+	upstream b {UPSTREAM} {
+		transport http {
+			response_header_timeout 2s
+			keepalive 3s
+		}
+` + keyLine("b0") + keyLine("b1") + `		}
+	retries ` + strconv.Itoa(retries) + `
+	max_wait 5s
+	cooldown 1s
+	probe_backoff 300ms`
+}
+
+// soakRun is the state of the soak's fault phases.
+type soakRun struct {
+	t         *testing.T
+	fake      *fakeopenai.Server
+	keys      map[string]string // by key name: a0..a4, b0, b1
+	e         *e2e              // the relay as the latest reload left it
+	reloadLog *reloadLog
+	reloads   int
+	// recordUntil is when the fake may stop recording again after a reload.
+	recordUntil time.Time
+}
+
+// start begins the fault phase called name (one of soakPhases). The dead
+// key is a1.
+func (r *soakRun) start(name string) {
+	if time.Now().After(r.recordUntil) {
+		r.fake.SetRecording(false)
+	}
+	switch name {
+	case "5xx":
+		r.fake.AddFault(fakeopenai.Fault{Status: http.StatusInternalServerError, Count: 30})
+		r.fake.AddFault(fakeopenai.Fault{Status: http.StatusBadGateway, Count: 30, Key: r.keys["b0"]})
+		r.fake.AddFault(fakeopenai.Fault{Status: http.StatusServiceUnavailable, Count: 30, Key: r.keys["a2"]})
+	case "resets":
+		r.fake.AddFault(fakeopenai.Fault{Reset: true, Count: 40})
+	case "slow headers":
+		r.fake.AddFault(fakeopenai.Fault{Latency: 3 * time.Second, Count: 4})         // past response_header_timeout
+		r.fake.AddFault(fakeopenai.Fault{Latency: 700 * time.Millisecond, Count: 60}) // slow, within it
+	case "mid-stream drops":
+		r.fake.AddFault(fakeopenai.Fault{DropAfter: 2, Count: 60})
+	case "429s":
+		r.fake.AddFault(fakeopenai.Fault{Status: http.StatusTooManyRequests, Key: r.keys["a0"], Count: 20})
+		r.fake.AddFault(fakeopenai.Fault{Status: http.StatusTooManyRequests, Key: r.keys["b1"], Count: 20,
+			Header: http.Header{"Retry-After": {"1"}, "Retry-After-Ms": {"800"}}})
+		r.fake.AddFault(fakeopenai.Fault{Status: http.StatusTooManyRequests, Key: r.keys["a3"], Count: 20,
+			Body: `{"error":{"message":"Rate limit reached","type":"requests","param":null,"code":"rate_limit_exceeded"}}`})
+	case "dead key":
+		r.fake.SetKeyState(r.keys["a1"], fakeopenai.KeyInvalid)
+	case "outage":
+		// Every upstream fails for a while: clients get the last 5xx
+		// once the retries are spent.
+		r.fake.AddFault(fakeopenai.Fault{Status: http.StatusServiceUnavailable})
+	case "reload":
+		r.reloads++
+		r.fake.SetRecording(true)
+		end := r.reloadLog.begin()
+		r.e = startRelay(r.t, r.fake, soakConfig(r.reloads))
+		end()
+		// A request cut at the reload that had in fact been relayed
+		// would reach the upstream within its few seconds of retries.
+		r.recordUntil = time.Now().Add(5 * time.Second)
+	}
+}
+
+// end clears the phase's faults.
+func (r *soakRun) end(name string) {
+	r.fake.ClearFaults()
+	if name == "dead key" {
+		r.fake.SetKeyState(r.keys["a1"], fakeopenai.KeyOK)
+	}
+}
+
+// check fails the test for every request that did not end well or with a
+// clear error, for a request cut by a reload that had in fact reached the
+// upstream (recs: what it recorded), and for answers net/http saw twice.
+func (s *soakStats) check(t *testing.T, recs []fakeopenai.Record, unsolicited int64) {
+	t.Helper()
+	// Every request ended well or with a clear error.
+	s.mu.Lock()
+	if s.requests == 0 || s.successes == 0 {
+		t.Errorf("%d requests, %d successes: the load did not run", s.requests, s.successes)
+	}
+	for _, f := range s.failures {
 		t.Errorf("request failed: %s", f)
 	}
-	if st.failed > len(st.failures) {
-		t.Errorf("… and %d more failures", st.failed-len(st.failures))
+	if s.failed > len(s.failures) {
+		t.Errorf("… and %d more failures", s.failed-len(s.failures))
 	}
-	st.mu.Unlock()
+	s.mu.Unlock()
 	// A request cut by a reload's keep-alive race was never read: had it
 	// reached the upstream, its answer would have been lost.
-	recs := fake.Records()
-	st.mu.Lock()
-	for _, p := range st.raced {
+	s.mu.Lock()
+	for _, p := range s.raced {
 		for _, rec := range recs {
 			if bytes.Contains(rec.Body, []byte(`"`+p+`"`)) {
 				t.Errorf("request %q reached the upstream, but its client got no answer (lost)", p)
@@ -269,11 +315,16 @@ func TestSoak(t *testing.T) {
 			}
 		}
 	}
-	st.mu.Unlock()
-	if n := unsolicited.count.Load(); n > 0 {
+	s.mu.Unlock()
+	if n := unsolicited; n > 0 {
 		t.Errorf("net/http saw %d unsolicited responses: a request was answered twice", n)
 	}
+}
 
+// checkDrained fails the test unless, after the load, no request is in
+// flight on any key and the queue is empty.
+func checkDrained(t *testing.T) {
+	t.Helper()
 	// Nothing left behind: no request in flight on any key, an empty queue.
 	if n := settleInFlight(t, 5*time.Second); n != 0 {
 		var keysNow json.RawMessage
@@ -292,7 +343,13 @@ func TestSoak(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
 
+// checkNoGoroutinesLeft reloads to a trivial config and fails the test if
+// goroutines of the relay outlive it (before and relayBefore: the counts
+// taken before the load).
+func checkNoGoroutinesLeft(t *testing.T, fake *fakeopenai.Server, client *http.Client, goroutinesBefore int, relayBefore map[string][]string) {
+	t.Helper()
 	// Reload to something trivial and look for goroutines left behind.
 	trivialKey := "sk-soak-trivial-000000000000ttt"
 	fake.AddKey(trivialKey, fakeopenai.KeyLimits{})
@@ -316,18 +373,8 @@ func TestSoak(t *testing.T) {
 			t.Logf("goroutines by function:\n%s", goroutineSummary())
 		}
 	}
-	e.assertNoSecrets(mapValues(keys), []string{"rk-soak-client"})
 }
 
-// soakPhases are the turns of the fault injection.
-var soakPhases = []string{"clean", "5xx", "resets", "slow headers", "mid-stream drops", "429s", "dead key", "outage", "reload", "clean"}
-
-var soakKinds = []string{"chat", "chat stream", "embeddings", "responses stream"}
-
-const keepAliveRace = "connection closed by a reload before the request was read"
-
-// isDialError reports whether err happened while connecting, before any
-// byte of the request was sent.
 func isDialError(err error) bool {
 	var op *net.OpError
 	return errors.As(err, &op) && op.Op == "dial"
@@ -646,67 +693,6 @@ func judgeStream(kind int, want string, resp *http.Response) soakResult {
 		return bad("wrong answer", fmt.Sprintf("%q; want %q", text.String(), want))
 	}
 	return soakResult{class: "ok"}
-}
-
-// isOpenAIError reports whether b is {"error":{"message":...,"type":...}}.
-func isOpenAIError(b []byte) bool {
-	var env struct {
-		Error *struct {
-			Message *string `json:"message"`
-			Type    *string `json:"type"`
-		} `json:"error"`
-	}
-	if json.Unmarshal(b, &env) != nil || env.Error == nil {
-		return false
-	}
-	e := env.Error
-	if e.Message == nil || *e.Message == "" || e.Type == nil {
-		return false
-	}
-	// param and code must be there, as a string or null.
-	var fields map[string]json.RawMessage
-	_ = json.Unmarshal(b, &struct {
-		Error *map[string]json.RawMessage `json:"error"`
-	}{&fields})
-	_, hasParam := fields["param"]
-	_, hasCode := fields["code"]
-	return hasParam && hasCode
-}
-
-// metricSum is the sum of every series of a metric on the admin endpoint's
-// /metrics (0 if it has none).
-func metricSum(t *testing.T, name string) float64 {
-	t.Helper()
-	resp, err := http.Get(adminBase + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET /metrics: %d", resp.StatusCode)
-	}
-	var sum float64
-	found := false
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		rest, ok := strings.CutPrefix(line, name)
-		if !ok || (rest != "" && rest[0] != ' ' && rest[0] != '{') {
-			continue
-		}
-		fields := strings.Fields(line)
-		v, err := strconv.ParseFloat(fields[len(fields)-1], 64)
-		if err != nil {
-			t.Fatalf("metric line %q: %v", line, err)
-		}
-		sum += v
-		found = true
-	}
-	if !found && name == "caddy_openai_relay_queue_length" {
-		t.Fatalf("%s is not on /metrics", name)
-	}
-	return sum
 }
 
 // goroutineSummary counts live goroutines by the function they were
