@@ -5,7 +5,7 @@ import (
 	"encoding/json"
 	"strconv"
 
-	"github.com/caddyrelay/openairelay/internal/cache"
+	"github.com/caddyrelay/openairelay/internal/sse"
 )
 
 // usage is what an answer reports it used. cached is the part of prompt
@@ -82,8 +82,8 @@ type streamTap struct {
 	responses bool // a Responses API stream: usage arrives in response.completed
 	strip     bool
 
-	parser cache.Parser // events, when the bytes pass through unchanged
-	held   []byte       // an incomplete event, when they do not
+	parser sse.Parser // events, when the bytes pass through unchanged
+	held   []byte     // an incomplete event, when they do not
 	out    []byte
 	u      usage
 	have   bool
@@ -119,7 +119,7 @@ func (t *streamTap) feed(p []byte) []byte {
 	t.held = append(t.held, p...)
 	t.out = t.out[:0]
 	for {
-		n := eventEnd(t.held)
+		n := sse.EventLen(t.held)
 		if n < 0 {
 			break
 		}
@@ -145,48 +145,6 @@ func (t *streamTap) close() []byte {
 	return t.out
 }
 
-// eventEnd returns the length of the first complete event in b (through
-// its blank line), or -1. Lines end in LF, CRLF or a lone CR, as the SSE
-// format allows: an event ends at the first line terminator followed at
-// once by another. A CR at the very end of b may be half of a CRLF, so it
-// waits for the next byte.
-func eventEnd(b []byte) int {
-	for i := 0; i < len(b); {
-		k := bytes.IndexAny(b[i:], "\r\n")
-		if k < 0 {
-			return -1
-		}
-		j, ok := lineEnd(b, i+k)
-		if !ok {
-			return -1
-		}
-		if j < len(b) && (b[j] == '\n' || b[j] == '\r') {
-			end, ok := lineEnd(b, j)
-			if !ok {
-				return -1
-			}
-			return end
-		}
-		i = j
-	}
-	return -1
-}
-
-// lineEnd is the index after the line terminator at b[i] (LF, CR or CRLF),
-// and false when b ends in a CR that a LF may still follow.
-func lineEnd(b []byte, i int) (int, bool) {
-	if b[i] == '\n' {
-		return i + 1, true
-	}
-	if i+1 == len(b) {
-		return 0, false
-	}
-	if b[i+1] == '\n' {
-		return i + 2, true
-	}
-	return i + 1, true
-}
-
 var (
 	usageMember = []byte(`"usage"`)
 	nullValue   = []byte(":null")
@@ -199,7 +157,7 @@ var (
 // `,"usage":null` of a chunk is cut out. Anything else is parsed.
 func (t *streamTap) rewrite(raw []byte) {
 	if t.answerID == "" && !t.responses {
-		for ev := range cache.Events(raw) {
+		for ev := range sse.Events(raw) {
 			t.answerID = stringMember(ev.Data, "id")
 		}
 	}
@@ -218,12 +176,12 @@ func (t *streamTap) rewrite(raw []byte) {
 		t.out = append(t.out, rest[len(nullValue):]...)
 		return
 	}
-	for ev := range cache.Events(raw) {
+	for ev := range sse.Events(raw) {
 		t.observe(ev.Name, ev.Data)
 		if t.usageOnly(ev.Data) {
 			return // the usage-only chunk the client did not ask for
 		}
-		t.out = cache.AppendEvent(t.out, ev.Name, removeMember(nil, ev.Data, "usage"))
+		t.out = sse.AppendEvent(t.out, ev.Name, removeMember(nil, ev.Data, "usage"))
 		return
 	}
 	t.out = append(t.out, raw...)

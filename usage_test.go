@@ -162,29 +162,6 @@ func TestCostPricesCachedInput(t *testing.T) {
 	}
 }
 
-func TestEventEndLineTerminators(t *testing.T) {
-	tests := []struct {
-		in   string
-		want int
-	}{
-		{"data: a\n\ndata: b\n\n", 9},
-		{"data: a\r\n\r\ndata: b", 11},
-		{"data: a\r\rdata: b", 9},
-		{"data: a\n\r\nx", 10},
-		{"data: a\r\n\nx", 10},
-		{"data: a\r", -1},
-		{"data: a\r\n\r", -1}, // the blank line's CR may be half of a CRLF
-		{"data: a\n", -1},
-		{"data: a", -1},
-		{"event: x\ndata: a\n\n", 18},
-	}
-	for _, tt := range tests {
-		if got := eventEnd([]byte(tt.in)); got != tt.want {
-			t.Errorf("eventEnd(%q) = %d; want %d", tt.in, got, tt.want)
-		}
-	}
-}
-
 // TestStreamTapStripsWithAnyLineEnd checks that usage the client did not
 // ask for is taken out of a stream whatever its line terminators.
 func TestStreamTapStripsWithAnyLineEnd(t *testing.T) {

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strconv"
 	"unicode/utf8"
+
+	"github.com/caddyrelay/openairelay/internal/sse"
 )
 
 // ErrNotConvertible is returned when an answer cannot be served in the other form:
@@ -435,9 +437,9 @@ type choiceAccum struct {
 	extra    accum
 }
 
-func assemble(sse []byte, chat bool) ([]byte, error) {
+func assemble(stream []byte, chat bool) ([]byte, error) {
 	a := assembler{chat: chat}
-	for ev := range Events(sse) {
+	for ev := range sse.Events(stream) {
 		data := bytes.TrimSpace(ev.Data)
 		if string(data) == "[DONE]" {
 			break
@@ -1145,8 +1147,8 @@ func (w *eventWriter) contentPart(id []byte, i, j int, raw []byte) error {
 // SSEToResponse returns the response object of a Responses API stream: the response
 // of its response.completed (or response.incomplete) event, which is the whole
 // answer. A stream that failed or has no such event cannot be converted.
-func SSEToResponse(sse []byte) ([]byte, error) {
-	for ev := range Events(sse) {
+func SSEToResponse(stream []byte) ([]byte, error) {
+	for ev := range sse.Events(stream) {
 		if !json.Valid(ev.Data) {
 			return nil, syntaxError(0, "event is not valid JSON")
 		}

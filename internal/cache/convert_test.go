@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/caddyrelay/openairelay/internal/sse"
 )
 
 // Fixtures in the shapes OpenAI sends.
@@ -332,10 +334,10 @@ func sameJSON(t *testing.T, got, want []byte) {
 
 // dataEvents returns the data of every event of a stream, checking that each event is
 // a single data line of valid JSON (or [DONE]).
-func dataEvents(t *testing.T, sse []byte) []map[string]any {
+func dataEvents(t *testing.T, stream []byte) []map[string]any {
 	t.Helper()
 	var out []map[string]any
-	for ev := range Events(sse) {
+	for ev := range sse.Events(stream) {
 		if bytes.Contains(ev.Data, []byte("\n")) {
 			t.Errorf("multi-line data %q", ev.Data)
 		}
@@ -756,4 +758,36 @@ func TestChatContentParts(t *testing.T) {
 		t.Fatal(err)
 	}
 	sameJSON(t, back, []byte(body))
+}
+
+// FuzzConvertSSE checks that the stream converters neither panic nor
+// produce what they cannot read back.
+func FuzzConvertSSE(f *testing.F) {
+	f.Add([]byte(chatStream), uint8(7))
+	f.Add([]byte(chatToolStream), uint8(1))
+	f.Add([]byte(chatN2Stream), uint8(3))
+	f.Add([]byte(completionStream), uint8(50))
+	f.Add([]byte("event: a\r\ndata: 1\r\rdata:x\n: c\n\n"), uint8(2))
+	f.Fuzz(func(t *testing.T, in []byte, _ uint8) {
+		if chat, err := SSEToChat(in); err == nil {
+			stream, err := ChatToSSE(chat, true)
+			if err != nil {
+				t.Fatalf("assembled %s, which does not convert back: %v", chat, err)
+			}
+			again, err := SSEToChat(stream)
+			if err != nil || !jsonEqual(again, chat) {
+				t.Fatalf("assembled %s\nthen %s (%v)", chat, again, err)
+			}
+		}
+		SSEToCompletion(in)
+		SSEToResponse(in)
+	})
+}
+
+func jsonEqual(a, b []byte) bool {
+	var x, y any
+	if json.Unmarshal(a, &x) != nil || json.Unmarshal(b, &y) != nil {
+		return false
+	}
+	return reflect.DeepEqual(x, y)
 }

@@ -1,4 +1,4 @@
-package cache
+package sse
 
 import (
 	"bytes"
@@ -132,7 +132,10 @@ func (p *Parser) skipBOM() bool {
 	return true
 }
 
-// line returns the line at p.pos without its terminator, and the start of the next.
+// line returns the line at p.pos without its terminator, and the start of
+// the next. It finds the terminators with IndexByte rather than through
+// lineEnd, which EventLen uses: this is the live path's inner loop, and
+// FuzzEventLen checks that the two agree.
 func (p *Parser) line() (line []byte, next int, ok bool) {
 	rest := p.buf[p.pos:]
 	lf := bytes.IndexByte(rest, '\n')
@@ -156,6 +159,49 @@ func (p *Parser) line() (line []byte, next int, ok bool) {
 		return rest, len(p.buf), true
 	}
 	return nil, 0, false
+}
+
+// EventLen returns the length of the first complete event in b, through
+// the blank line that ends it, or -1 when b holds none yet: the raw framing
+// of a stream passed on event by event. The rules are the Parser's: lines
+// end in LF, CRLF or a lone CR, and an event ends at the first line
+// terminator followed at once by another. A CR at the very end of b may be
+// half of a CRLF, so it waits for the next byte.
+func EventLen(b []byte) int {
+	for i := 0; i < len(b); {
+		k := bytes.IndexAny(b[i:], "\r\n")
+		if k < 0 {
+			return -1
+		}
+		j, ok := lineEnd(b, i+k)
+		if !ok {
+			return -1
+		}
+		if j < len(b) && (b[j] == '\n' || b[j] == '\r') {
+			end, ok := lineEnd(b, j)
+			if !ok {
+				return -1
+			}
+			return end
+		}
+		i = j
+	}
+	return -1
+}
+
+// lineEnd is the index after the line terminator at b[i] (LF, CR or CRLF),
+// and false when b ends in a CR that a LF may still follow.
+func lineEnd(b []byte, i int) (int, bool) {
+	if b[i] == '\n' {
+		return i + 1, true
+	}
+	if i+1 == len(b) {
+		return 0, false
+	}
+	if b[i+1] == '\n' {
+		return i + 2, true
+	}
+	return i + 1, true
 }
 
 // dispatch returns the event read so far and starts the next one at next.
