@@ -6,6 +6,8 @@ import (
 	"sync"
 	"unicode/utf8"
 
+	"github.com/caddyrelay/openairelay/internal/jsonscan"
+
 	"github.com/tiktoken-go/tokenizer"
 )
 
@@ -76,11 +78,11 @@ func eachStringValue(body []byte, fn func(content []byte)) {
 		if body[i] != '"' {
 			continue
 		}
-		end := skipString(body, i)
+		end, _ := jsonscan.String(body, i)
 		content := body[i+1 : max(end-1, i+1)]
 		i = end - 1
 		// A string followed by a colon is an object key.
-		if j := skipSpace(body, end); j < len(body) && body[j] == ':' {
+		if j := jsonscan.Space(body, end); j < len(body) && body[j] == ':' {
 			continue
 		}
 		fn(content)

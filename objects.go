@@ -17,6 +17,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/caddyrelay/openairelay/internal/jsonscan"
 )
 
 // Stored objects and who owns them.
@@ -436,7 +438,7 @@ func pathObject(endpoint string) (objectRef, bool) {
 }
 
 func validJSONBody(body []byte) bool {
-	i := skipSpace(body, 0)
+	i := jsonscan.Space(body, 0)
 	return i < len(body) && (body[i] == '{' || body[i] == '[') && json.Valid(body)
 }
 
@@ -461,7 +463,7 @@ func scanBodyIDs(data []byte, fields map[string]bool, nestedIDs bool, fn func(fi
 			if n := len(stack); n > 0 && stack[n-1].obj {
 				switch parent := stack[n-1].key; {
 				case parent == "metadata":
-					i = skipValue(data, i)
+					i = jsonscan.Skip(data, i)
 					continue
 				case parent == "conversation" && fields[parent]:
 					f.idObj = parent
@@ -484,7 +486,7 @@ func scanBodyIDs(data []byte, fields map[string]bool, nestedIDs bool, fn func(fi
 			}
 			i++
 		case '"':
-			end := skipString(data, i)
+			end, _ := jsonscan.String(data, i)
 			n := len(stack)
 			if n == 0 {
 				return

@@ -16,6 +16,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/caddyrelay/openairelay/internal/jsonscan"
+
 	"github.com/caddyserver/caddy/v2"
 )
 
@@ -525,46 +527,15 @@ func eachMember(data []byte, fn func(key []byte, start, end int)) bool {
 // eachMemberSpan is eachMember that also gives where the member's name
 // starts, for callers that cut whole members out.
 func eachMemberSpan(data []byte, fn func(key []byte, keyStart, start, end int)) bool {
-	i := skipSpace(data, 0)
-	if i >= len(data) || data[i] != '{' {
-		return false
-	}
-	i++
-	for {
-		i = skipSpace(data, i)
-		if i >= len(data) || data[i] == '}' {
-			return true
-		}
-		if data[i] == ',' {
-			i++
-			continue
-		}
-		if data[i] != '"' {
-			return false // not JSON
-		}
-		keyStart := i
-		keyEnd := skipString(data, i)
-		if keyEnd-1 <= i || keyEnd > len(data) || data[keyEnd-1] != '"' {
-			return false // an unterminated key
-		}
-		name := data[i+1 : keyEnd-1]
+	return jsonscan.Members(data, func(keyStart, keyEnd, start, end int) {
+		name := data[keyStart+1 : keyEnd-1]
 		if bytes.IndexByte(name, '\\') >= 0 {
 			var unescaped string
-			_ = json.Unmarshal(data[i:keyEnd], &unescaped)
+			_ = json.Unmarshal(data[keyStart:keyEnd], &unescaped)
 			name = []byte(unescaped)
 		}
-		i = skipSpace(data, keyEnd)
-		i = skipSpace(data, i+1) // the colon
-		if i >= len(data) {
-			return false
-		}
-		end := skipValue(data, i)
-		if end <= i {
-			return false // not JSON
-		}
-		fn(name, keyStart, i, end)
-		i = end
-	}
+		fn(name, keyStart, start, end)
+	})
 }
 
 // removeMember returns data without its top-level member name (and the
@@ -584,7 +555,7 @@ func removeMember(dst, data []byte, name string) []byte {
 	// after it.
 	if j := lastNonSpace(data, from-1); j >= 0 && data[j] == ',' {
 		from = j
-	} else if j := skipSpace(data, to); j < len(data) && data[j] == ',' {
+	} else if j := jsonscan.Space(data, to); j < len(data) && data[j] == ',' {
 		to = j + 1
 	}
 	dst = append(dst, data[:from]...)
@@ -600,70 +571,6 @@ func lastNonSpace(data []byte, i int) int {
 		}
 	}
 	return i
-}
-
-func skipSpace(data []byte, i int) int {
-	for i < len(data) {
-		switch data[i] {
-		case ' ', '\t', '\n', '\r':
-			i++
-		default:
-			return i
-		}
-	}
-	return i
-}
-
-// skipString returns the index after the string starting at data[i] == '"',
-// or len(data) if the string is not terminated.
-func skipString(data []byte, i int) int {
-	for i++; i < len(data); i++ {
-		switch data[i] {
-		case '\\':
-			i++
-		case '"':
-			return i + 1
-		}
-	}
-	return len(data)
-}
-
-// skipValue returns the index after the JSON value starting at data[i].
-func skipValue(data []byte, i int) int {
-	if i >= len(data) {
-		return i
-	}
-	switch data[i] {
-	case '"':
-		return skipString(data, i)
-	case '{', '[':
-		depth := 0
-		for i < len(data) {
-			switch data[i] {
-			case '"':
-				i = skipString(data, i)
-				continue
-			case '{', '[':
-				depth++
-			case '}', ']':
-				depth--
-				if depth == 0 {
-					return i + 1
-				}
-			}
-			i++
-		}
-		return i
-	default:
-		for i < len(data) {
-			switch data[i] {
-			case ',', '}', ']', ' ', '\t', '\n', '\r':
-				return i
-			}
-			i++
-		}
-		return i
-	}
 }
 
 // readBody reads the whole request body into buf, bounded by MaxBodySize. It

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"unicode/utf8"
 
+	"github.com/caddyrelay/openairelay/internal/jsonscan"
 	"github.com/caddyrelay/openairelay/internal/sse"
 )
 
@@ -457,7 +458,7 @@ func assemble(stream []byte, chat bool) ([]byte, error) {
 func (a *assembler) chunk(data []byte) error {
 	// The parts are copied into the answer as they are: check them in full first.
 	if !json.Valid(data) {
-		return syntaxError(0, "chunk is not valid JSON")
+		return jsonscan.SyntaxError(0, "chunk is not valid JSON")
 	}
 	fs, err := objectFields(data)
 	if err != nil {
@@ -674,7 +675,7 @@ func (a *accum) merge(raw []byte, replace bool) error {
 		}
 		var ok bool
 		if a.str, ok = appendString(a.str, raw); !ok {
-			return syntaxError(0, "invalid string")
+			return jsonscan.SyntaxError(0, "invalid string")
 		}
 	case '[':
 		es, err := arrayElems(raw)
@@ -1150,7 +1151,7 @@ func (w *eventWriter) contentPart(id []byte, i, j int, raw []byte) error {
 func SSEToResponse(stream []byte) ([]byte, error) {
 	for ev := range sse.Events(stream) {
 		if !json.Valid(ev.Data) {
-			return nil, syntaxError(0, "event is not valid JSON")
+			return nil, jsonscan.SyntaxError(0, "event is not valid JSON")
 		}
 		fs, err := objectFields(ev.Data)
 		if err != nil {

@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+
+	"github.com/caddyrelay/openairelay/internal/jsonscan"
 )
 
 // Key identifies a cached answer: the SHA-256 of a request's canonical form.
@@ -68,13 +70,13 @@ func Identity(scope, method, path, model string, body []byte, o *IdentityOptions
 		c.out = append(c.out, s...)
 	}
 
-	c.pos = skipSpace(body, 0)
+	c.pos = jsonscan.Space(body, 0)
 	isObject := c.pos < len(body) && body[c.pos] == '{'
 	if err := c.value(true); err != nil {
 		return k, false, err
 	}
-	if c.pos = skipSpace(body, c.pos); c.pos != len(body) {
-		return k, false, syntaxError(c.pos, "data after the top-level value")
+	if c.pos = jsonscan.Space(body, c.pos); c.pos != len(body) {
+		return k, false, jsonscan.SyntaxError(c.pos, "data after the top-level value")
 	}
 	if !isObject || c.uncacheable || c.duplicate {
 		return k, false, nil
@@ -147,9 +149,9 @@ func (c *canonicalizer) release() {
 
 // value canonicalizes the value at c.pos; top is true for the request body itself.
 func (c *canonicalizer) value(top bool) error {
-	c.pos = skipSpace(c.in, c.pos)
+	c.pos = jsonscan.Space(c.in, c.pos)
 	if c.pos >= len(c.in) {
-		return syntaxError(c.pos, "unexpected end of input")
+		return jsonscan.SyntaxError(c.pos, "unexpected end of input")
 	}
 	switch ch := c.in[c.pos]; {
 	case ch == '{':
@@ -167,12 +169,12 @@ func (c *canonicalizer) value(top bool) error {
 	case ch == '-' || ch >= '0' && ch <= '9':
 		return c.number()
 	}
-	return syntaxError(c.pos, "unexpected character")
+	return jsonscan.SyntaxError(c.pos, "unexpected character")
 }
 
 func (c *canonicalizer) literal(lit string, tag byte) error {
 	if !bytes.HasPrefix(c.in[c.pos:], []byte(lit)) {
-		return syntaxError(c.pos, "invalid literal")
+		return jsonscan.SyntaxError(c.pos, "invalid literal")
 	}
 	c.pos += len(lit)
 	c.out = append(c.out, tag)
@@ -189,18 +191,18 @@ func (c *canonicalizer) str() error {
 	}
 	n := len(c.out) - h - strHeader
 	if n > math.MaxUint32 {
-		return syntaxError(c.pos, "string too long")
+		return jsonscan.SyntaxError(c.pos, "string too long")
 	}
 	binary.BigEndian.PutUint32(c.out[h+1:], uint32(n))
 	return nil
 }
 
 func (c *canonicalizer) array() error {
-	if c.depth++; c.depth > maxDepth {
-		return syntaxError(c.pos, "nesting too deep")
+	if c.depth++; c.depth > jsonscan.MaxDepth {
+		return jsonscan.SyntaxError(c.pos, "nesting too deep")
 	}
 	c.out = append(c.out, '[')
-	c.pos = skipSpace(c.in, c.pos+1)
+	c.pos = jsonscan.Space(c.in, c.pos+1)
 	if c.pos < len(c.in) && c.in[c.pos] == ']' {
 		c.pos++
 		c.out = append(c.out, ']')
@@ -211,7 +213,7 @@ func (c *canonicalizer) array() error {
 		if err := c.value(false); err != nil {
 			return err
 		}
-		c.pos = skipSpace(c.in, c.pos)
+		c.pos = jsonscan.Space(c.in, c.pos)
 		if c.pos < len(c.in) && c.in[c.pos] == ',' {
 			c.pos++
 			continue
@@ -222,18 +224,18 @@ func (c *canonicalizer) array() error {
 			c.depth--
 			return nil
 		}
-		return syntaxError(c.pos, "expected ',' or ']'")
+		return jsonscan.SyntaxError(c.pos, "expected ',' or ']'")
 	}
 }
 
 func (c *canonicalizer) object(top bool) error {
-	if c.depth++; c.depth > maxDepth {
-		return syntaxError(c.pos, "nesting too deep")
+	if c.depth++; c.depth > jsonscan.MaxDepth {
+		return jsonscan.SyntaxError(c.pos, "nesting too deep")
 	}
 	open := len(c.out)
 	c.out = append(c.out, '{')
 	base := len(c.mems)
-	c.pos = skipSpace(c.in, c.pos+1)
+	c.pos = jsonscan.Space(c.in, c.pos+1)
 	if c.pos < len(c.in) && c.in[c.pos] == '}' {
 		c.pos++
 		c.out = append(c.out, '}')
@@ -241,21 +243,21 @@ func (c *canonicalizer) object(top bool) error {
 		return nil
 	}
 	for {
-		c.pos = skipSpace(c.in, c.pos)
+		c.pos = jsonscan.Space(c.in, c.pos)
 		if c.pos >= len(c.in) || c.in[c.pos] != '"' {
-			return syntaxError(c.pos, "expected object key")
+			return jsonscan.SyntaxError(c.pos, "expected object key")
 		}
 		m := member{start: len(c.out)}
 		if err := c.str(); err != nil {
 			return err
 		}
 		m.val = len(c.out)
-		c.pos = skipSpace(c.in, c.pos)
+		c.pos = jsonscan.Space(c.in, c.pos)
 		if c.pos >= len(c.in) || c.in[c.pos] != ':' {
-			return syntaxError(c.pos, "expected ':'")
+			return jsonscan.SyntaxError(c.pos, "expected ':'")
 		}
 		c.pos++
-		c.pos = skipSpace(c.in, c.pos)
+		c.pos = jsonscan.Space(c.in, c.pos)
 		rawStart := c.pos
 		if err := c.value(false); err != nil {
 			return err
@@ -265,7 +267,7 @@ func (c *canonicalizer) object(top bool) error {
 			c.classify(&m, c.in[rawStart:c.pos])
 		}
 		c.mems = append(c.mems, m)
-		c.pos = skipSpace(c.in, c.pos)
+		c.pos = jsonscan.Space(c.in, c.pos)
 		if c.pos < len(c.in) && c.in[c.pos] == ',' {
 			c.pos++
 			continue
@@ -274,7 +276,7 @@ func (c *canonicalizer) object(top bool) error {
 			c.pos++
 			break
 		}
-		return syntaxError(c.pos, "expected ',' or '}'")
+		return jsonscan.SyntaxError(c.pos, "expected ',' or '}'")
 	}
 	c.finishObject(open, base)
 	c.out = append(c.out, '}')
@@ -422,7 +424,7 @@ func (c *canonicalizer) number() error {
 			i++
 		}
 	default:
-		return syntaxError(i, "invalid number")
+		return jsonscan.SyntaxError(i, "invalid number")
 	}
 	intEnd := i
 	fracStart, fracEnd := i, i
@@ -433,7 +435,7 @@ func (c *canonicalizer) number() error {
 			i++
 		}
 		if i == fracStart {
-			return syntaxError(i, "invalid number")
+			return jsonscan.SyntaxError(i, "invalid number")
 		}
 		fracEnd = i
 	}
@@ -450,7 +452,7 @@ func (c *canonicalizer) number() error {
 			i++
 		}
 		if i == expStart {
-			return syntaxError(i, "invalid number")
+			return jsonscan.SyntaxError(i, "invalid number")
 		}
 		expEnd = i
 	}

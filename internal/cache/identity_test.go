@@ -7,6 +7,8 @@ import (
 	"math/rand/v2"
 	"strings"
 	"testing"
+
+	"github.com/caddyrelay/openairelay/internal/jsonscan"
 )
 
 const chatPath = "/v1/chat/completions"
@@ -242,7 +244,7 @@ func TestIdentityInvalid(t *testing.T) {
 		`{"a":tru}`, `{"a":nul}`, `{"a":"\x"}`, `{"a":"\u12"}`, "{\"a\":\"\x01\"}",
 		"{\"a\":\"\xff\"}", "{\"a\":\"\xed\xa0\x80\"}", `{"a":"x`, `{a:1}`, `{"a":[1 2]}`,
 		`{"a":[1,]}`, `[`, `{"a":NaN}`,
-		strings.Repeat("[", maxDepth+1) + strings.Repeat("]", maxDepth+1),
+		strings.Repeat("[", jsonscan.MaxDepth+1) + strings.Repeat("]", jsonscan.MaxDepth+1),
 	} {
 		_, ok, err := Identity("", "POST", chatPath, "m", []byte(body), nil)
 		if !errors.Is(err, ErrInvalidJSON) || ok {

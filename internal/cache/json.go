@@ -1,24 +1,15 @@
 package cache
 
 import (
-	"bytes"
 	"encoding/binary"
-	"errors"
-	"fmt"
 	"unicode/utf8"
+
+	"github.com/caddyrelay/openairelay/internal/jsonscan"
 )
 
 // ErrInvalidJSON is wrapped by every error about malformed JSON, whether in a request
-// body given to Identity or in an answer given to a converter.
-var ErrInvalidJSON = errors.New("cache: invalid JSON")
-
-// maxDepth bounds the nesting of arrays and objects, as encoding/json does, so that a
-// hostile body cannot exhaust the stack.
-const maxDepth = 10000
-
-func syntaxError(off int, what string) error {
-	return fmt.Errorf("%w: %s at offset %d", ErrInvalidJSON, what, off)
-}
+// body given to Identity or in an answer given to a converter. It is the scanner's.
+var ErrInvalidJSON = jsonscan.ErrInvalid
 
 // strPlain marks the bytes that can be copied as they are inside a JSON string: printable
 // ASCII other than the quote and the backslash. Everything else needs a closer look.
@@ -52,15 +43,6 @@ func plainRun(in []byte, i int) int {
 	return i
 }
 
-func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
-
-func skipSpace(in []byte, i int) int {
-	for i < len(in) && isSpace(in[i]) {
-		i++
-	}
-	return i
-}
-
 // appendUnquoted decodes the JSON string starting with the quote at in[i], appends its
 // value to dst and returns the index after the closing quote.
 //
@@ -76,7 +58,7 @@ func appendUnquoted(dst, in []byte, i int) ([]byte, int, error) {
 		i = plainRun(in, i)
 		dst = append(dst, in[start:i]...)
 		if i >= len(in) {
-			return dst, i, syntaxError(i, "unterminated string")
+			return dst, i, jsonscan.SyntaxError(i, "unterminated string")
 		}
 		switch c := in[i]; {
 		case c == '"':
@@ -88,7 +70,7 @@ func appendUnquoted(dst, in []byte, i int) ([]byte, int, error) {
 				return dst, i, err
 			}
 		case c < 0x20:
-			return dst, i, syntaxError(i, "control character in string")
+			return dst, i, jsonscan.SyntaxError(i, "control character in string")
 		default:
 			// A run of bytes >= 0x80 is made of whole multi-byte sequences, since
 			// ASCII never occurs inside one: validate the run at once.
@@ -97,7 +79,7 @@ func appendUnquoted(dst, in []byte, i int) ([]byte, int, error) {
 				i++
 			}
 			if !utf8.Valid(in[start:i]) {
-				return dst, start, syntaxError(start, "invalid UTF-8 in string")
+				return dst, start, jsonscan.SyntaxError(start, "invalid UTF-8 in string")
 			}
 			dst = append(dst, in[start:i]...)
 		}
@@ -107,7 +89,7 @@ func appendUnquoted(dst, in []byte, i int) ([]byte, int, error) {
 // appendEscape decodes the escape sequence at in[i] (a backslash).
 func appendEscape(dst, in []byte, i int) ([]byte, int, error) {
 	if i+1 >= len(in) {
-		return dst, i, syntaxError(i, "unterminated escape")
+		return dst, i, jsonscan.SyntaxError(i, "unterminated escape")
 	}
 	switch in[i+1] {
 	case '"', '\\', '/':
@@ -125,7 +107,7 @@ func appendEscape(dst, in []byte, i int) ([]byte, int, error) {
 	case 'u':
 		r, ok := hex4(in, i+2)
 		if !ok {
-			return dst, i, syntaxError(i, "invalid \\u escape")
+			return dst, i, jsonscan.SyntaxError(i, "invalid \\u escape")
 		}
 		i += 6
 		if r >= 0xD800 && r < 0xDC00 && i+1 < len(in) && in[i] == '\\' && in[i+1] == 'u' {
@@ -139,7 +121,7 @@ func appendEscape(dst, in []byte, i int) ([]byte, int, error) {
 		}
 		return utf8.AppendRune(dst, r), i, nil
 	}
-	return dst, i, syntaxError(i, "invalid escape")
+	return dst, i, jsonscan.SyntaxError(i, "invalid escape")
 }
 
 func hex4(in []byte, i int) (rune, bool) {
@@ -215,104 +197,6 @@ func appendQuoted(dst []byte, s []byte) []byte {
 	return append(dst, '"')
 }
 
-// skipValue returns the span of the JSON value that starts at in[i] after optional
-// whitespace. It checks the structure but not every detail of numbers and literals;
-// the converters use it on answers that come from an upstream.
-func skipValue(in []byte, i int) (start, end int, err error) {
-	return skipValueDepth(in, i, 0)
-}
-
-func skipValueDepth(in []byte, i, depth int) (start, end int, err error) {
-	i = skipSpace(in, i)
-	if i >= len(in) {
-		return i, i, syntaxError(i, "unexpected end of input")
-	}
-	start = i
-	switch c := in[i]; c {
-	case '"':
-		end, err = skipString(in, i)
-		return start, end, err
-	case '{', '[':
-		if depth >= maxDepth {
-			return start, i, syntaxError(i, "nesting too deep")
-		}
-		closer := byte('}')
-		if c == '[' {
-			closer = ']'
-		}
-		i = skipSpace(in, i+1)
-		if i < len(in) && in[i] == closer {
-			return start, i + 1, nil
-		}
-		for {
-			if c == '{' {
-				i = skipSpace(in, i)
-				if i >= len(in) || in[i] != '"' {
-					return start, i, syntaxError(i, "expected object key")
-				}
-				if i, err = skipString(in, i); err != nil {
-					return start, i, err
-				}
-				i = skipSpace(in, i)
-				if i >= len(in) || in[i] != ':' {
-					return start, i, syntaxError(i, "expected ':'")
-				}
-				i++
-			}
-			if _, i, err = skipValueDepth(in, i, depth+1); err != nil {
-				return start, i, err
-			}
-			i = skipSpace(in, i)
-			if i < len(in) && in[i] == ',' {
-				i++
-				continue
-			}
-			if i < len(in) && in[i] == closer {
-				return start, i + 1, nil
-			}
-			return start, i, syntaxError(i, "expected ',' or closing bracket")
-		}
-	case 't':
-		return skipLiteral(in, i, "true")
-	case 'f':
-		return skipLiteral(in, i, "false")
-	case 'n':
-		return skipLiteral(in, i, "null")
-	}
-	for i < len(in) && (in[i] >= '0' && in[i] <= '9' || in[i] == '-' || in[i] == '+' || in[i] == '.' || in[i] == 'e' || in[i] == 'E') {
-		i++
-	}
-	if i == start {
-		return start, i, syntaxError(i, "unexpected character")
-	}
-	return start, i, nil
-}
-
-func skipLiteral(in []byte, i int, lit string) (int, int, error) {
-	if !bytes.HasPrefix(in[i:], []byte(lit)) {
-		return i, i, syntaxError(i, "invalid literal")
-	}
-	return i, i + len(lit), nil
-}
-
-func skipString(in []byte, i int) (int, error) {
-	i++
-	for {
-		j := bytes.IndexAny(in[i:], "\"\\")
-		if j < 0 {
-			return len(in), syntaxError(len(in), "unterminated string")
-		}
-		i += j
-		if in[i] == '"' {
-			return i + 1, nil
-		}
-		i += 2 // the escape's first character cannot be a closing quote
-		if i > len(in) {
-			return len(in), syntaxError(len(in), "unterminated string")
-		}
-	}
-}
-
 // field is one member of a JSON object: its decoded key and its raw value.
 type field struct {
 	key string
@@ -321,36 +205,36 @@ type field struct {
 
 // objectFields splits a raw JSON object into its members, in order.
 func objectFields(raw []byte) ([]field, error) {
-	i := skipSpace(raw, 0)
+	i := jsonscan.Space(raw, 0)
 	if i >= len(raw) || raw[i] != '{' {
-		return nil, syntaxError(i, "expected object")
+		return nil, jsonscan.SyntaxError(i, "expected object")
 	}
-	i = skipSpace(raw, i+1)
+	i = jsonscan.Space(raw, i+1)
 	var fs []field
 	if i < len(raw) && raw[i] == '}' {
 		return fs, nil
 	}
 	var kb []byte
 	for {
-		i = skipSpace(raw, i)
+		i = jsonscan.Space(raw, i)
 		if i >= len(raw) || raw[i] != '"' {
-			return nil, syntaxError(i, "expected object key")
+			return nil, jsonscan.SyntaxError(i, "expected object key")
 		}
 		var err error
 		kb, i, err = appendUnquoted(kb[:0], raw, i)
 		if err != nil {
 			return nil, err
 		}
-		i = skipSpace(raw, i)
+		i = jsonscan.Space(raw, i)
 		if i >= len(raw) || raw[i] != ':' {
-			return nil, syntaxError(i, "expected ':'")
+			return nil, jsonscan.SyntaxError(i, "expected ':'")
 		}
-		s, e, err := skipValue(raw, i+1)
+		s, e, err := jsonscan.Value(raw, i+1)
 		if err != nil {
 			return nil, err
 		}
 		fs = append(fs, field{key: internKey(kb), val: raw[s:e]})
-		i = skipSpace(raw, e)
+		i = jsonscan.Space(raw, e)
 		if i < len(raw) && raw[i] == ',' {
 			i++
 			continue
@@ -358,7 +242,7 @@ func objectFields(raw []byte) ([]field, error) {
 		if i < len(raw) && raw[i] == '}' {
 			return fs, nil
 		}
-		return nil, syntaxError(i, "expected ',' or '}'")
+		return nil, jsonscan.SyntaxError(i, "expected ',' or '}'")
 	}
 }
 
@@ -387,22 +271,22 @@ var knownKeys = func() map[string]string {
 
 // arrayElems splits a raw JSON array into its raw elements.
 func arrayElems(raw []byte) ([][]byte, error) {
-	i := skipSpace(raw, 0)
+	i := jsonscan.Space(raw, 0)
 	if i >= len(raw) || raw[i] != '[' {
-		return nil, syntaxError(i, "expected array")
+		return nil, jsonscan.SyntaxError(i, "expected array")
 	}
-	i = skipSpace(raw, i+1)
+	i = jsonscan.Space(raw, i+1)
 	var es [][]byte
 	if i < len(raw) && raw[i] == ']' {
 		return es, nil
 	}
 	for {
-		s, e, err := skipValue(raw, i)
+		s, e, err := jsonscan.Value(raw, i)
 		if err != nil {
 			return nil, err
 		}
 		es = append(es, raw[s:e])
-		i = skipSpace(raw, e)
+		i = jsonscan.Space(raw, e)
 		if i < len(raw) && raw[i] == ',' {
 			i++
 			continue
@@ -410,7 +294,7 @@ func arrayElems(raw []byte) ([][]byte, error) {
 		if i < len(raw) && raw[i] == ']' {
 			return es, nil
 		}
-		return nil, syntaxError(i, "expected ',' or ']'")
+		return nil, jsonscan.SyntaxError(i, "expected ',' or ']'")
 	}
 }
 
