@@ -36,4 +36,14 @@
 // x-ratelimit-reset-* says the upstream recovers more slowly than the local
 // rate (remaining now, full at the reset, linearly in between), the local
 // bucket is made to refill no faster than that.
+//
+// # Sharing
+//
+// Several instances enforce one key's limits together through a shared store
+// (package redislimit) that keeps the State of each limiter and applies the
+// same rules to it atomically. The local Limiter is then a mirror: SetState
+// loads what the store replied, and Check, Headroom and Status read from it.
+// What only ever raises the state (learning from headers, a 429) is computed
+// on the mirror as a Raise (LearnRaise, ExhaustedRaise) and pushed to the
+// store as a floor, so the rules live in this package alone.
 package limit

@@ -198,33 +198,13 @@ func (l *Limiter) Learn(now time.Time, h http.Header) { l.LearnAsOf(now, now, h)
 // full no earlier than asOf plus its refill (see the package doc). A
 // dimension with neither a configured nor a learned limit is not modelled.
 func (l *Limiter) LearnAsOf(asOf, now time.Time, h http.Header) {
-	if len(h) == 0 {
-		return
-	}
-	rq := readDimension(h, hdrLimitRequests, hdrRemainingRequests, hdrResetRequests)
-	tk := readDimension(h, hdrLimitTokens, hdrRemainingTokens, hdrResetTokens)
-	if !rq.hasLimit && !rq.hasRemaining && !tk.hasLimit && !tk.hasRemaining {
+	rq, tk, ok := readHeaders(h)
+	if !ok {
 		return
 	}
 	t := now.UnixNano()
-	at := min(asOf.UnixNano(), t)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.seen(t)
-	changed := false
-	if rq.hasLimit && rq.limit != l.learned.RPM {
-		l.learned.RPM, changed = rq.limit, true
-	}
-	if tk.hasLimit && tk.limit != l.learned.TPM {
-		l.learned.TPM, changed = tk.limit, true
-	}
-	if changed {
-		l.refresh(t)
-	}
-	if rq.hasRemaining {
-		l.req.pull(at, rq.remaining, rq.limit, rq.reset, rq.hasReset)
-	}
-	if tk.hasRemaining {
-		l.tok.pull(at, tk.remaining, tk.limit, tk.reset, tk.hasReset)
-	}
+	l.applyRaise(t, l.learnRaise(asOf, now, rq, tk))
 }

@@ -16,6 +16,10 @@ const (
 	// maxCost caps the refill time of a single reservation (about 36 years) so
 	// that sums of costs and Unix nanoseconds cannot overflow int64.
 	maxCost = int64(1) << 60
+
+	// maxUntil caps the end of a cool-down, so that a bucket target past it
+	// cannot overflow either.
+	maxUntil = math.MaxInt64 - 2*maxCost
 )
 
 // DefaultBurst is the window whose worth of RPM and TPM a bucket holds when
@@ -205,30 +209,33 @@ func (b *bucket) configure(t, limit int64, burst time.Duration) {
 	b.tau = max(b.burst, b.price(1))
 }
 
-// pull lowers the bucket to the upstream's state as of asOf. OpenAI reports
-// its limits by the minute: rem is what remains of the minute's allowance of
-// upLimit, and reset the time until it is whole again (limit 60, remaining
-// 59, reset 1s after one request), while it enforces over about a second.
-// What it misses, upLimit - rem units, is a backlog that takes reset to
-// refill: the local bucket is made full no earlier than asOf plus that (at
-// the local rate, if slower). It never raises the level.
-func (b *bucket) pull(asOf, rem, upLimit int64, reset time.Duration, haveReset bool) {
+// pullTarget is how the bucket is lowered to the upstream's state as of
+// asOf. OpenAI reports its limits by the minute: rem is what remains of the
+// minute's allowance of upLimit, and reset the time until it is whole again
+// (limit 60, remaining 59, reset 1s after one request), while it enforces over
+// about a second. What it misses, upLimit - rem units, is a backlog that takes
+// reset to refill: the local bucket is to be full no earlier than the
+// returned instant, asOf plus that (at the local rate, if slower). ok is
+// false when the headers ask nothing of the bucket. The target depends on
+// the bucket's rate only, so that it can be pushed to a shared store as a
+// floor (see Raise).
+func (b *bucket) pullTarget(asOf, rem, upLimit int64, reset time.Duration, haveReset bool) (int64, bool) {
 	if b.limit == 0 || rem < 0 {
-		return
+		return 0, false
 	}
 	if upLimit <= 0 {
 		upLimit = b.limit
 	}
 	missing := upLimit - rem
 	if missing <= 0 {
-		return
+		return 0, false
 	}
 	target := b.cost(missing)
 	if haveReset {
 		target = max(target, int64(min(reset, time.Duration(maxCost))))
 	}
 	asOf = min(max(asOf, 0), math.MaxInt64-maxCost)
-	b.tat = max(b.tat, asOf+min(target, maxCost))
+	return asOf + min(target, maxCost), true
 }
 
 // dayOf is the UTC day number (days since the Unix epoch) of Unix ns t.
@@ -647,16 +654,22 @@ func (l *Limiter) InFlight() int64 {
 // bucket is full again: a cool-down that ended on a full local bucket would
 // let a burst through into the upstream's empty one.
 func (l *Limiter) Exhausted(until time.Time, tokens int64) {
-	u := min(max(until.UnixNano(), 0), math.MaxInt64-2*maxCost)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.cool = max(l.cool, u)
+	l.applyRaise(l.last, l.exhaustedRaise(until, tokens))
+}
+
+// exhaustedRaise is ExhaustedRaise with l.mu held.
+func (l *Limiter) exhaustedRaise(until time.Time, tokens int64) Raise {
+	u := min(max(until.UnixNano(), 0), maxUntil)
+	r := Raise{Cool: u}
 	if l.req.limit > 0 {
-		l.req.tat = max(l.req.tat, u+max(l.req.tau-l.req.price(1), 0))
+		r.ReqTAT = u + max(l.req.tau-l.req.price(1), 0)
 	}
 	if l.tok.limit > 0 {
-		l.tok.tat = max(l.tok.tat, u+max(l.tok.tau-l.tok.price(max(tokens, 0)), 0))
+		r.TokTAT = u + max(l.tok.tau-l.tok.price(max(tokens, 0)), 0)
 	}
+	return r
 }
 
 // CoolDown blocks the limiter until the given time, as after a 429: Reserve
