@@ -209,7 +209,10 @@ func StartCluster(t testing.TB, n int) []string {
 	cli := binary(t, "redis-cli")
 	addrs := make([]string, n)
 	for i := range addrs {
-		addrs[i] = start(t, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf").Addr()
+		// The bus port is given, not left to the default of port+10000,
+		// which for an ephemeral port can lie beyond 65535 or be taken.
+		addrs[i] = start(t, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+			"--cluster-port", strconv.Itoa(freePort(t))).Addr()
 	}
 	args := append([]string{"--cluster", "create"}, addrs...)
 	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
