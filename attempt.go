@@ -142,7 +142,7 @@ func (pr *proxyRequest) attempt(ctx context.Context, h *hold) (resp *http.Respon
 	now := time.Now()
 	// The upstream counted the request, and reported its limits, as it
 	// arrived: its headers describe the key as of then, not of now.
-	key.limiter.LearnAsOf(start, now, resp.Header)
+	pr.rl.state.learn(key.limiter, start, now, resp.Header)
 	if resp.StatusCode < 500 {
 		// The upstream itself answered (a gateway's 5xx may carry none of
 		// its headers): what it says of the key's limits is known now.
@@ -189,7 +189,7 @@ func (pr *proxyRequest) attempt(ctx context.Context, h *hold) (resp *http.Respon
 		until := pr.rl.coolUntil(resp.Header, now)
 		// The upstream's bucket is empty: when the cool-down ends, one
 		// request fits, not a bucketful.
-		key.limiter.Exhausted(until, pr.estimate)
+		pr.rl.state.exhausted(key.limiter, until, pr.estimate)
 		pr.rl.logger.Info("upstream key rate limited; cooling down",
 			zap.String("upstream", u.Name), zap.String("key", key.id), zap.Time("until", until))
 	case outcomeDeadKey:

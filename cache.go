@@ -226,16 +226,16 @@ func (pr *proxyRequest) countCachedRequest(w http.ResponseWriter) bool {
 		return true
 	}
 	now := time.Now()
-	r, at, ok := l.Reserve(now, 0)
+	r, ok := pr.rl.state.reserve(now, 0, nil, l)
 	if !ok {
 		wait := time.Second
-		if !at.IsZero() {
+		if at, _ := l.Check(now, 0); !at.IsZero() {
 			wait = max(time.Until(at), time.Second)
 		}
 		errNoCapacity(wait, "this client's own rate limit is reached.").write(w)
 		return false
 	}
-	r.Settle(now, 0)
+	pr.rl.state.settle(&r, now, 0)
 	setClientRateLimitHeaders(w.Header(), l, now)
 	return true
 }

@@ -108,8 +108,8 @@ func (ks *keyState) retireManually(now time.Time) {
 	ks.manual = true
 }
 
-// restoreManually brings the key back, forgets its probe backoff and lifts
-// its cool-down.
+// restoreManually brings the key back and forgets its probe backoff (the
+// health store lifts its limiter's cool-down).
 func (ks *keyState) restoreManually() {
 	ks.mu.Lock()
 	ks.retiredReason = ""
@@ -117,9 +117,6 @@ func (ks *keyState) restoreManually() {
 	ks.probeBackoff = 0
 	ks.manual = false
 	ks.mu.Unlock()
-	if l := ks.info().limiter; l != nil {
-		l.CoolDown(time.Time{})
-	}
 }
 
 // probeDue reports whether a retired key should be probed at now, and marks

@@ -939,7 +939,7 @@ func (pr *proxyRequest) fetchListPage(key *poolKey, q url.Values, limit int, aft
 		return nil, false
 	}
 	defer resp.Body.Close()
-	key.limiter.LearnAsOf(now, time.Now(), resp.Header)
+	pr.rl.state.learn(key.limiter, now, time.Now(), resp.Header)
 	if resp.StatusCode != http.StatusOK {
 		return nil, false
 	}

@@ -1,6 +1,7 @@
 package openairelay
 
 import (
+	"net/http"
 	"sync/atomic"
 	"time"
 
@@ -99,6 +100,14 @@ type limiterStore interface {
 	sent(m *limit.Multi, now time.Time)
 	settle(m *limit.Multi, now time.Time, tokens int64)
 	cancel(m *limit.Multi, now time.Time)
+	// learn applies what an answer's x-ratelimit-* headers say of the
+	// limiter's upstream bucket as of asOf (limit.Limiter.LearnAsOf), and
+	// exhausted a 429 (limit.Limiter.Exhausted): both only ever lower what
+	// the limiter admits, so a shared store can apply them as floors.
+	learn(l *limit.Limiter, asOf, now time.Time, h http.Header)
+	exhausted(l *limit.Limiter, until time.Time, tokens int64)
+	// lift ends the limiter's cool-down (a key restored by hand).
+	lift(l *limit.Limiter)
 }
 
 // memoryLimiters keeps the limiters in this process, in limiterStates.
@@ -126,6 +135,16 @@ func (memoryLimiters) sent(m *limit.Multi, now time.Time)                 { m.Re
 func (memoryLimiters) settle(m *limit.Multi, now time.Time, tokens int64) { m.Settle(now, tokens) }
 func (memoryLimiters) cancel(m *limit.Multi, now time.Time)               { m.Cancel(now) }
 
+func (memoryLimiters) learn(l *limit.Limiter, asOf, now time.Time, h http.Header) {
+	l.LearnAsOf(asOf, now, h)
+}
+
+func (memoryLimiters) exhausted(l *limit.Limiter, until time.Time, tokens int64) {
+	l.Exhausted(until, tokens)
+}
+
+func (memoryLimiters) lift(l *limit.Limiter) { l.CoolDown(time.Time{}) }
+
 // healthStore keeps the health of keys: whether each is retired and why,
 // and its probes. The keyState is what the request path reads (retired);
 // a shared store keeps it as the mirror of the shared health, and claims a
@@ -149,8 +168,13 @@ type memoryHealth struct{}
 func (memoryHealth) retire(ks *keyState, reason string, now time.Time, firstProbe time.Duration) {
 	ks.retire(reason, now, firstProbe)
 }
-func (memoryHealth) retireManually(ks *keyState, now time.Time)  { ks.retireManually(now) }
-func (memoryHealth) restoreManually(ks *keyState)                { ks.restoreManually() }
+func (memoryHealth) retireManually(ks *keyState, now time.Time) { ks.retireManually(now) }
+func (memoryHealth) restoreManually(ks *keyState) {
+	ks.restoreManually()
+	if l := ks.info().limiter; l != nil {
+		memoryLimiters{}.lift(l)
+	}
+}
 func (memoryHealth) probeDue(ks *keyState, now time.Time) bool   { return ks.probeDue(now) }
 func (memoryHealth) probed(ks *keyState, ok bool, now time.Time) { ks.probed(ok, now) }
 
