@@ -117,7 +117,9 @@ func TestConcurrentInstances(t *testing.T) {
 // renewing them (a dead one) give their slots back after the lease TTL,
 // and that renewed ones hold theirs.
 func TestLeases(t *testing.T) {
-	const ttl = time.Second
+	// Long enough that a renewal every 250ms never misses it on a loaded
+	// machine under the race detector (1s did once in CI).
+	const ttl = 3 * time.Second
 	for _, b := range backends(t) {
 		t.Run(b.name, func(t *testing.T) {
 			p := prefix(t)
@@ -137,8 +139,8 @@ func TestLeases(t *testing.T) {
 			}
 			renewed, abandoned := reserve(dead, true), reserve(dead, true)
 			reserve(other, false)
-			for range 8 { // 1.6s: abandoned expires, renewed does not
-				time.Sleep(200 * time.Millisecond)
+			for range 15 { // 3.75s: abandoned expires, renewed does not
+				time.Sleep(250 * time.Millisecond)
 				if live, err := dead.Renew(c, []*Reservation{renewed}, ttl); err != nil || !live[0] {
 					t.Fatalf("Renew = %v, %v", live, err)
 				}
@@ -148,7 +150,7 @@ func TestLeases(t *testing.T) {
 			}
 			reserve(other, true)
 			reserve(other, false)
-			time.Sleep(ttl + 200*time.Millisecond) // the instance died: renewed expires too (and other's)
+			time.Sleep(ttl + 300*time.Millisecond) // the instance died: renewed expires too (and other's)
 			reserve(other, true)
 			reserve(other, true)
 			states, err := dead.Settle(c, renewed, 0)
