@@ -948,6 +948,7 @@ func TestRateLimitRealTime(t *testing.T) {
 	s.AddKey(key, KeyLimits{RPM: 600}) // 10/s, bucket of 10
 	chat := `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}`
 	codes := map[int]int{}
+	start := time.Now()
 	for i := 0; i < 15; i++ {
 		resp, _ := request(t, s, "POST", "/chat/completions", key, chat)
 		codes[resp.StatusCode]++
@@ -958,8 +959,12 @@ func TestRateLimitRealTime(t *testing.T) {
 			}
 		}
 	}
-	if codes[200] < 10 || codes[200] > 11 || codes[429] < 4 {
-		t.Errorf("codes %v", codes)
+	// The bucket holds 10 and refills one every 100ms: on a loaded machine
+	// the 15 requests take longer, and each 100ms they take lets one more
+	// through.
+	allowed := 11 + int(time.Since(start)/(100*time.Millisecond))
+	if codes[200] < 10 || codes[200] > allowed || codes[429] < 15-allowed {
+		t.Errorf("codes %v in %v; want 10 to %d answered", codes, time.Since(start), allowed)
 	}
 	time.Sleep(120 * time.Millisecond)
 	if resp, _ := request(t, s, "POST", "/chat/completions", key, chat); resp.StatusCode != 200 {
