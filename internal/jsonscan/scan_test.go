@@ -113,3 +113,30 @@ func FuzzScan(f *testing.F) {
 		}
 	})
 }
+
+func TestString(t *testing.T) {
+	tests := []struct {
+		in  string
+		end int // -1: unterminated
+	}{
+		{`"abc"x`, 5},
+		{`"a\"b"`, 6},
+		{`"a\\"b"`, 5},
+		{`"a\\\"b"`, 8},
+		{`"\\"`, 4},
+		{`"\"`, -1},
+		{`"abc\`, -1},
+		{`"`, -1},
+		{`""`, 2},
+	}
+	for _, tt := range tests {
+		end, err := String([]byte(tt.in), 0)
+		if tt.end < 0 {
+			if err == nil || end != len(tt.in) {
+				t.Errorf("String(%q) = %d, %v; want unterminated", tt.in, end, err)
+			}
+		} else if err != nil || end != tt.end {
+			t.Errorf("String(%q) = %d, %v; want %d", tt.in, end, err, tt.end)
+		}
+	}
+}
