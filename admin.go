@@ -135,14 +135,17 @@ func (adminAPI) handleKeyAction(w http.ResponseWriter, r *http.Request) error {
 		if info.id != id {
 			return true
 		}
-		health := info.health
-		if health == nil {
-			health = inMemory
+		st := info.store
+		if st == nil {
+			st = inMemory
 		}
 		if action == "retire" {
-			health.retireManually(ks, now)
+			st.retireManually(ks, now)
 		} else {
-			health.restoreManually(ks)
+			st.restoreManually(ks)
+			if info.limiter != nil {
+				st.lift(info.limiter)
+			}
 		}
 		changed = append(changed, ks.view(now))
 		return true

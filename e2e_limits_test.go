@@ -358,17 +358,30 @@ func TestE2EAdminRetireRestore(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode
 	}
+	// Key a cools down after a 429 (Retry-After 60s); a restore by hand
+	// lifts that too.
+	client := sdk("rk-admin-client")
+	fake.AddFault(fakeopenai.Fault{Status: http.StatusTooManyRequests, Key: a, Count: 1,
+		Header: http.Header{"Retry-After": {"60"}}})
+	for i := 0; fake.Count(a) == 0 && i < 10; i++ {
+		if _, err := client.Chat.Completions.New(context.Background(), chatParams("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := findKey(t, "adm", "sk-…aaaa").State; st != "cooling" {
+		t.Fatalf("key a after a 429: %s; want cooling", st)
+	}
 	if code := post("/openai_relay/keys/" + idA + "/retire"); code != http.StatusOK {
 		t.Fatalf("retire: %d", code)
 	}
-	client := sdk("rk-admin-client")
+	countA := fake.Count(a)
 	for range 6 {
 		if _, err := client.Chat.Completions.New(context.Background(), chatParams("x")); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if fake.Count(a) != 0 {
-		t.Errorf("a retired key served %d requests", fake.Count(a))
+	if n := fake.Count(a) - countA; n != 0 {
+		t.Errorf("a retired key served %d requests", n)
 	}
 	if code := post("/openai_relay/keys/" + idA + "/restore"); code != http.StatusOK {
 		t.Fatalf("restore: %d", code)

@@ -20,7 +20,7 @@ type keyState struct {
 	upstream string
 	group    string
 	limiter  *limit.Limiter // the key's own, or its limit group's
-	health   healthStore    // where the key's health is kept
+	store    stateStore     // where the key's health and limits are kept
 
 	retiredReason string
 	retiredAt     time.Time
@@ -46,24 +46,24 @@ type keyState struct {
 	tokensOut atomic.Int64
 }
 
-// keyInfo is what describes a key: its names, limiter and health store.
+// keyInfo is what describes a key: its names, limiter and state store.
 type keyInfo struct {
 	id, upstream, group string
 	limiter             *limit.Limiter
-	health              healthStore
+	store               stateStore
 }
 
 // describe records what a config gives the key.
 func (ks *keyState) describe(info keyInfo) {
 	ks.mu.Lock()
-	ks.id, ks.upstream, ks.group, ks.limiter, ks.health = info.id, info.upstream, info.group, info.limiter, info.health
+	ks.id, ks.upstream, ks.group, ks.limiter, ks.store = info.id, info.upstream, info.group, info.limiter, info.store
 	ks.mu.Unlock()
 }
 
 func (ks *keyState) info() keyInfo {
 	ks.mu.Lock()
 	defer ks.mu.Unlock()
-	return keyInfo{id: ks.id, upstream: ks.upstream, group: ks.group, limiter: ks.limiter, health: ks.health}
+	return keyInfo{id: ks.id, upstream: ks.upstream, group: ks.group, limiter: ks.limiter, store: ks.store}
 }
 
 // Destruct implements caddy.Destructor; a key's state holds no resources.
@@ -109,7 +109,7 @@ func (ks *keyState) retireManually(now time.Time) {
 }
 
 // restoreManually brings the key back and forgets its probe backoff (the
-// health store lifts its limiter's cool-down).
+// admin API lifts its limiter's cool-down through the store).
 func (ks *keyState) restoreManually() {
 	ks.mu.Lock()
 	ks.retiredReason = ""

@@ -407,7 +407,7 @@ func (rl *Relay) provisionKeys(repl *caddy.Replacer) error {
 			if !loaded {
 				restoreKey(pk.poolID, pk.state, time.Duration(rl.ProbeBackoff))
 			}
-			pk.state.describe(keyInfo{id: id, upstream: u.Name, group: k.LimitGroup, limiter: pk.limiter, health: rl.state})
+			pk.state.describe(keyInfo{id: id, upstream: u.Name, group: k.LimitGroup, limiter: pk.limiter, store: rl.state})
 			rl.keys = append(rl.keys, pk)
 			upKeys = append(upKeys, pk)
 		}

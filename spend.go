@@ -80,20 +80,16 @@ func (p Price) validate() error {
 	if _, err := path.Match(p.Model, ""); err != nil || p.Model == "" {
 		return fmt.Errorf("price: model pattern %q is not a valid glob", p.Model)
 	}
-	for _, v := range []float64{p.Input, p.Output, ptrOr(p.CachedInput, 0)} {
+	amounts := []float64{p.Input, p.Output}
+	if p.CachedInput != nil {
+		amounts = append(amounts, *p.CachedInput)
+	}
+	for _, v := range amounts {
 		if v < 0 || math.IsNaN(v) || math.IsInf(v, 0) {
 			return fmt.Errorf("price %s: %v must be a non-negative amount of USD", p.Model, v)
 		}
 	}
 	return nil
-}
-
-// ptrOr is *p, or def when p is nil.
-func ptrOr[T any](p *T, def T) T {
-	if p == nil {
-		return def
-	}
-	return *p
 }
 
 // price is what usage of model costs in dollars by the configured prices,

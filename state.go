@@ -168,13 +168,8 @@ type memoryHealth struct{}
 func (memoryHealth) retire(ks *keyState, reason string, now time.Time, firstProbe time.Duration) {
 	ks.retire(reason, now, firstProbe)
 }
-func (memoryHealth) retireManually(ks *keyState, now time.Time) { ks.retireManually(now) }
-func (memoryHealth) restoreManually(ks *keyState) {
-	ks.restoreManually()
-	if l := ks.info().limiter; l != nil {
-		memoryLimiters{}.lift(l)
-	}
-}
+func (memoryHealth) retireManually(ks *keyState, now time.Time)  { ks.retireManually(now) }
+func (memoryHealth) restoreManually(ks *keyState)                { ks.restoreManually() }
 func (memoryHealth) probeDue(ks *keyState, now time.Time) bool   { return ks.probeDue(now) }
 func (memoryHealth) probed(ks *keyState, ok bool, now time.Time) { ks.probed(ok, now) }
 
