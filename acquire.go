@@ -31,6 +31,9 @@ func (pr *proxyRequest) acquire() (*hold, *apiError) {
 	if !pr.anyKeyLeft() {
 		return nil, errNoKeys()
 	}
+	if pr.rl.state.unavailable() {
+		return nil, errStateUnavailable()
+	}
 	// One client may hold only its share of the queue (and of the bodies
 	// it buffers): past it, a request is served if a key has room at once,
 	// and refused otherwise.
@@ -47,7 +50,9 @@ func (pr *proxyRequest) acquire() (*hold, *apiError) {
 	try := func(now time.Time) (time.Time, bool) {
 		h, retryAt := pr.tryAcquire(now)
 		got = h
-		return retryAt, h != nil
+		// A shared state that became unreachable (on_error reject) ends
+		// the wait: the request is refused below.
+		return retryAt, h != nil || pr.rl.state.unavailable()
 	}
 	waited, err := pr.rl.queue.Wait(pr.req.Context(), pr.priority, pr.deadline, try)
 	pr.queued += waited
@@ -55,6 +60,8 @@ func (pr *proxyRequest) acquire() (*hold, *apiError) {
 		queueWait.Observe(waited.Seconds())
 	}
 	switch {
+	case err == nil && got == nil && pr.rl.state.unavailable():
+		return nil, errStateUnavailable()
 	case err == nil:
 		return got, nil
 	case errors.Is(err, limit.ErrQueueFull):

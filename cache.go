@@ -57,9 +57,14 @@ func (pr *proxyRequest) joinFlight(w http.ResponseWriter, cl *cacheLookup) bool 
 	for {
 		f, leader := cl.c.group.Join(cl.key)
 		if leader {
+			claimed, answered := pr.joinRemoteFlight(w, cl)
+			if answered {
+				f.Abandon() // the followers here find the answer in the store
+				return true
+			}
 			// The flight buffers no more than the store would keep.
 			f.SetLimit(int(min(cl.c.MaxEntry, math.MaxInt32)))
-			pr.sink = &recorder{cl: cl, flight: f}
+			pr.sink = &recorder{cl: cl, flight: f, claimed: claimed}
 			return false
 		}
 		if pr.follow(w, f, cl) {
@@ -72,6 +77,30 @@ func (pr *proxyRequest) joinFlight(w http.ResponseWriter, cl *cacheLookup) bool 
 			return true
 		}
 	}
+}
+
+// joinRemoteFlight, for a store shared by several instances, claims the
+// request's flight for this instance, or waits for the instance that
+// claimed it and answers from what it stores. It reports whether this
+// instance claimed it (the recorder then ends the claim) and whether the
+// request was answered.
+func (pr *proxyRequest) joinRemoteFlight(w http.ResponseWriter, cl *cacheLookup) (claimed, answered bool) {
+	rf, ok := cl.c.store.(remoteFlights)
+	if !ok || cl.control.noCache {
+		return false, false
+	}
+	ctx := pr.req.Context()
+	claimed, err := rf.Claim(ctx, cl.key, remoteFlightTTL)
+	if err != nil || claimed {
+		return claimed, false
+	}
+	if e, ok := rf.Wait(ctx, cl.key); ok && pr.serveEntry(w, cl, e) {
+		return false, true
+	}
+	// The other instance gave up, or its answer does not suit this
+	// request: send it.
+	claimed, _ = rf.Claim(ctx, cl.key, remoteFlightTTL)
+	return claimed, false
 }
 
 // leaveFlight lets the requests folded into this one go their own way if it
@@ -227,6 +256,10 @@ func (pr *proxyRequest) countCachedRequest(w http.ResponseWriter) bool {
 	}
 	now := time.Now()
 	r, ok := pr.rl.state.reserve(now, 0, nil, l)
+	if !ok && pr.rl.state.unavailable() {
+		errStateUnavailable().write(w)
+		return false
+	}
 	if !ok {
 		wait := time.Second
 		if at, _ := l.Check(now, 0); !at.IsZero() {
@@ -357,6 +390,10 @@ type recorder struct {
 	cl     *cacheLookup
 	flight *cache.Flight
 	ended  bool
+	// claimed is set when the flight is this instance's in a store shared
+	// by several: storing the answer ends the claim, and so must its end
+	// without one.
+	claimed bool
 }
 
 var _ answerSink = (*recorder)(nil)
@@ -376,6 +413,12 @@ func (rec *recorder) following() bool { return rec.flight.Followers() > 0 }
 // request arriving as the flight ends finds it in the store.
 func (rec *recorder) end(ctx context.Context, resp *http.Response, bodyErr error) {
 	rec.ended = true
+	stored := false
+	defer func() {
+		if rec.claimed && !stored {
+			rec.cl.c.store.(remoteFlights).Release(context.WithoutCancel(ctx), rec.cl.key)
+		}
+	}()
 	if bodyErr != nil {
 		rec.flight.FailBody(bodyErr)
 		return
@@ -391,6 +434,7 @@ func (rec *recorder) end(ctx context.Context, resp *http.Response, bodyErr error
 				Stream: stream,
 				Stored: time.Now(),
 			}, time.Duration(rec.cl.c.TTL))
+			stored = true
 			if rec.cl.vector != nil {
 				rec.cl.c.semantic.add(rec.cl.semGroup, rec.cl.key, rec.cl.vector)
 			}
@@ -429,6 +473,9 @@ func (rec *recorder) abandon() {
 	if !rec.ended {
 		rec.ended = true
 		rec.flight.Abandon()
+		if rec.claimed {
+			rec.cl.c.store.(remoteFlights).Release(context.Background(), rec.cl.key)
+		}
 	}
 }
 

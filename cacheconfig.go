@@ -27,13 +27,16 @@ import (
 // client's request limits.
 type CacheConfig struct {
 	// Store is where entries are kept: "memory" (an LRU bounded by MaxSize
-	// in each Caddy instance). Default: "memory".
+	// in each Caddy instance) or "redis" (in the Redis of the relay's
+	// `state redis`, bounded by MaxSize in all, shared by every instance
+	// with the same configuration; identical requests in flight on another
+	// instance are waited for). Default: "memory".
 	Store string `json:"store,omitempty"`
 
 	// TTL is how long an entry is served. Default: 1h.
 	TTL caddy.Duration `json:"ttl,omitempty"`
 
-	// MaxSize bounds the memory store, in bytes. Default: 256 MiB.
+	// MaxSize bounds the store, in bytes. Default: 256 MiB.
 	MaxSize int64 `json:"max_size,omitempty"`
 
 	// MaxEntry is the largest answer stored, in bytes. Default: 4 MiB.
@@ -76,22 +79,50 @@ const (
 var defaultCachePaths = []string{"chat/completions", "completions", "embeddings", "responses", "moderations"}
 
 type sharedStore struct {
-	store    *cache.Memory
+	store    cache.Store
 	group    *cache.Group
 	semantic *semanticIndex
 }
 
-// Destruct implements caddy.Destructor: the memory is freed with the store.
+// Destruct implements caddy.Destructor: the memory is freed with the store;
+// a Redis store keeps its entries for the other instances (and the next
+// start) and stops its subscription.
 func (s *sharedStore) Destruct() error {
+	if r, ok := s.store.(*cache.Redis); ok {
+		return r.Close()
+	}
 	s.store.Purge(context.Background())
 	return nil
 }
+
+// remoteFlights are the flights of a store shared by several instances: an
+// identical request in flight on another instance is waited for.
+type remoteFlights interface {
+	Claim(ctx context.Context, k cache.Key, ttl time.Duration) (bool, error)
+	Release(ctx context.Context, k cache.Key)
+	Wait(ctx context.Context, k cache.Key) (*cache.Entry, bool)
+}
+
+var _ remoteFlights = (*cache.Redis)(nil)
+
+// remoteFlightTTL bounds how long other instances wait for a leader that
+// died: its claim expires.
+const remoteFlightTTL = time.Minute
 
 func (c *CacheConfig) provision(rl *Relay) error {
 	if err := checkCacheStore(c.Store); err != nil {
 		return err
 	}
-	c.Store = "memory"
+	if c.Store == "" {
+		c.Store = "memory"
+	}
+	var rs *redisState
+	if c.Store == "redis" {
+		var ok bool
+		if rs, ok = rl.state.(*redisState); !ok {
+			return fmt.Errorf("cache redis keeps its entries in the relay's shared state: add `state redis { address <host:port> }`")
+		}
+	}
 	if c.TTL == 0 {
 		c.TTL = caddy.Duration(defaultCacheTTL)
 	}
@@ -127,13 +158,23 @@ func (c *CacheConfig) provision(rl *Relay) error {
 	if c.Semantic != nil {
 		c.storeID += "#semantic" // the index takes a share of max_size
 	}
+	if rs != nil {
+		c.storeID += "#redis:" + rl.stateID
+	}
 	v, _, err := cacheStores.LoadOrNew(c.storeID, func() (caddy.Destructor, error) {
 		storeBytes, indexBytes := c.MaxSize, int64(0)
 		if c.Semantic != nil {
 			indexBytes = c.MaxSize / semanticShare
 			storeBytes -= indexBytes
 		}
-		return &sharedStore{store: cache.NewMemory(storeBytes, c.MaxEntry), group: new(cache.Group), semantic: newSemanticIndex(indexBytes)}, nil
+		var store cache.Store = cache.NewMemory(storeBytes, c.MaxEntry)
+		if rs != nil {
+			// Named after the store's identity, which every instance with
+			// the same configuration computes alike.
+			sum := sha256.Sum256([]byte(c.storeID))
+			store = cache.NewRedis(rs.client, rs.prefix+":cache:"+hex.EncodeToString(sum[:8]), storeBytes, c.MaxEntry, rs.timeout)
+		}
+		return &sharedStore{store: store, group: new(cache.Group), semantic: newSemanticIndex(indexBytes)}, nil
 	})
 	if err != nil {
 		return err

@@ -78,7 +78,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		price <model-pattern> <usd per 1M input> <usd per 1M output> [<usd per 1M cached input>]   # repeatable
 //		objects       owned|shared     # default owned; see below
 //
-//		cache [memory] {
+//		cache [memory|redis] {         # redis: in the state redis (shared)
 //			ttl           <duration>       # default 1h
 //			max_size      <size>           # default 256MiB
 //			max_entry     <size>           # default 4MiB
@@ -89,6 +89,21 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //				model     <embedding model> # default text-embedding-3-small
 //				threshold <0..1>           # cosine similarity; default 0.95
 //			}
+//		}
+//
+//		state redis {                  # share state among instances (see StateConfig)
+//			address  <host:port...>        # default 127.0.0.1:6379; several: Cluster
+//			master   <name>                # Sentinel: the addresses are Sentinels
+//			cluster                        # the addresses are Cluster nodes
+//			username <name>
+//			password <secret>              # {env.NAME} or {file./path}
+//			db       <n>                   # default 0
+//			tls                            # and tls_server_name, tls_insecure_skip_verify,
+//			                               # tls_client_auth, tls_trusted_ca_certs
+//			prefix   <string>              # default openai_relay
+//			timeout  <duration>            # longest a request waits on Redis; default 50ms
+//			dial_timeout <duration>        # default 1s
+//			on_error local|reject          # when Redis is unreachable; default local
 //		}
 //	}
 //
@@ -248,6 +263,16 @@ func (rl *Relay) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			rl.Cache = c
+
+		case "state":
+			if rl.State != nil {
+				return d.Err("state already specified")
+			}
+			st, err := parseState(d)
+			if err != nil {
+				return err
+			}
+			rl.State = st
 
 		case "probe_backoff":
 			if rl.ProbeBackoff != 0 {

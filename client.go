@@ -78,6 +78,7 @@ type Client struct {
 // clientState is what the admin API shows of a client.
 type clientState struct {
 	mu       sync.Mutex
+	id       string // its stable id (Client.stateID)
 	name     string
 	priority string
 	limiter  *limit.Limiter
@@ -154,12 +155,19 @@ func (cs *clientState) rollover(now time.Time) {
 	}
 }
 
+// mirrorSpend replaces the spend by what the shared store holds.
+func (cs *clientState) mirrorSpend(day string, spentDay float64, month string, spentMonth, total float64) {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	cs.spendDay, cs.spentDay, cs.spendMonth, cs.spentMonth, cs.spentTotal = day, spentDay, month, spentMonth, total
+}
+
 // Destruct implements caddy.Destructor.
 func (*clientState) Destruct() error { return nil }
 
-func (cs *clientState) set(name, priority string, l *limit.Limiter) {
+func (cs *clientState) set(id, name, priority string, l *limit.Limiter) {
 	cs.mu.Lock()
-	cs.name, cs.priority, cs.limiter = name, priority, l
+	cs.id, cs.name, cs.priority, cs.limiter = id, name, priority, l
 	cs.mu.Unlock()
 }
 

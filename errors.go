@@ -114,6 +114,13 @@ func errNoKeys() *apiError {
 		Message: "No upstream key is able to serve this request right now (all are retired or cooling down)."}
 }
 
+// errStateUnavailable answers while the shared state cannot be reached and
+// the relay is configured to refuse rather than serve without it.
+func errStateUnavailable() *apiError {
+	return &apiError{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "state_unavailable",
+		Message: "The relay cannot reach its shared state (Redis), and is configured to refuse requests until it can (on_error reject). Please try again later."}
+}
+
 func errUpstream(status int, msg string) *apiError {
 	return &apiError{Status: status, Type: "server_error", Code: "upstream_error", Message: msg}
 }

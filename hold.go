@@ -17,7 +17,7 @@ type hold struct {
 	store limiterStore
 
 	mu       sync.Mutex // the transport's send callback (sent) races the end
-	res      limit.Multi
+	res      reservation
 	learning bool // the hold took the key's learning slot
 	ended    bool
 }
@@ -81,7 +81,7 @@ func (h *hold) end(handled bool, tokens int64) {
 	} else {
 		h.store.cancel(&h.res, now)
 	}
-	h.res = limit.Multi{}
+	h.res = reservation{}
 	h.mu.Unlock()
 	if h.learning {
 		h.key.state.learning.Store(false)

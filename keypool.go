@@ -17,6 +17,7 @@ type keyState struct {
 	mu sync.Mutex
 	// Set by every config that loads the key (the latest wins).
 	id       string
+	poolID   string
 	upstream string
 	group    string
 	limiter  *limit.Limiter // the key's own, or its limit group's
@@ -48,22 +49,22 @@ type keyState struct {
 
 // keyInfo is what describes a key: its names, limiter and state store.
 type keyInfo struct {
-	id, upstream, group string
-	limiter             *limit.Limiter
-	store               stateStore
+	id, poolID, upstream, group string
+	limiter                     *limit.Limiter
+	store                       stateStore
 }
 
 // describe records what a config gives the key.
 func (ks *keyState) describe(info keyInfo) {
 	ks.mu.Lock()
-	ks.id, ks.upstream, ks.group, ks.limiter, ks.store = info.id, info.upstream, info.group, info.limiter, info.store
+	ks.id, ks.poolID, ks.upstream, ks.group, ks.limiter, ks.store = info.id, info.poolID, info.upstream, info.group, info.limiter, info.store
 	ks.mu.Unlock()
 }
 
 func (ks *keyState) info() keyInfo {
 	ks.mu.Lock()
 	defer ks.mu.Unlock()
-	return keyInfo{id: ks.id, upstream: ks.upstream, group: ks.group, limiter: ks.limiter, store: ks.store}
+	return keyInfo{id: ks.id, poolID: ks.poolID, upstream: ks.upstream, group: ks.group, limiter: ks.limiter, store: ks.store}
 }
 
 // Destruct implements caddy.Destructor; a key's state holds no resources.

@@ -234,7 +234,7 @@ func registerMetrics(reg *prometheus.Registry) {
 		return
 	}
 	for _, c := range []prometheus.Collector{requestsTotal, modelRequestsTotal, upstreamLatency, timeToFirstToken, retriesTotal, tokensTotal,
-		keyRetirements, spendTotal, queueWait, queueLength, keyCollector{}, cacheResults, cacheBytes, cacheEntries, cacheEvictions} {
+		keyRetirements, spendTotal, queueWait, queueLength, keyCollector{}, cacheResults, cacheBytes, cacheEntries, cacheEvictions, stateModeGauge} {
 		if err := reg.Register(c); err != nil {
 			if _, ok := errors.AsType[prometheus.AlreadyRegisteredError](err); !ok {
 				panic(err) // a programming error: a collector's description is invalid

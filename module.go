@@ -117,6 +117,12 @@ type Relay struct {
 	// upstream call. Default: off.
 	Cache *CacheConfig `json:"cache,omitempty"`
 
+	// State, when set, keeps the state that outlives a request in Redis,
+	// shared by every instance that names the same Redis and prefix: key
+	// limits, key health, client limits and spend, object ownership.
+	// Default: none (each instance keeps its own, in memory).
+	State *StateConfig `json:"state,omitempty"`
+
 	// Objects says which stored objects (files, responses, batches, vector
 	// stores, ...) a client may name: "owned", only those the relay saw its
 	// requests create, or "shared", also those the relay never saw created
@@ -139,6 +145,8 @@ type Relay struct {
 	ctx        context.Context // the config's: done when it is unloaded
 	// state is where the state that outlives a request is kept (state.go).
 	state stateStore
+	// stateID names the shared state in redisStates ("" in memory).
+	stateID string
 	// snapshotting is set once Provision has counted the config for the
 	// snapshot writer, so that Cleanup uncounts it exactly once.
 	snapshotting bool
@@ -238,6 +246,9 @@ func (rl *Relay) Provision(ctx caddy.Context) error {
 	// A plain replacer resolves {env.*} and {file.*}: secrets written that
 	// way never appear in the JSON config Caddy saves and serves.
 	repl := caddy.NewReplacer()
+	if err := rl.provisionState(ctx, repl); err != nil {
+		return err
+	}
 
 	names := make(map[string]int, len(rl.Upstreams))
 	for i, u := range rl.Upstreams {
@@ -264,6 +275,9 @@ func (rl *Relay) Provision(ctx caddy.Context) error {
 		if err := rl.Cache.provision(rl); err != nil {
 			return err
 		}
+	}
+	if rs, ok := rl.state.(*redisState); ok {
+		rs.sync()
 	}
 	addModelLabels(rl.configuredModels())
 	go rl.probeRetired(ctx)
@@ -332,7 +346,7 @@ func (rl *Relay) provisionClients(repl *caddy.Replacer, upstreamIndex map[string
 		if !loaded {
 			restoreSpend(c.stateID, c.state)
 		}
-		c.state.set(c.Name, cmp.Or(c.Priority, "normal"), c.limiter)
+		c.state.set(c.stateID, c.Name, cmp.Or(c.Priority, "normal"), c.limiter)
 		if len(c.Upstreams) > 0 {
 			c.allowed = make(upstreamSet, len(rl.Upstreams))
 			for _, name := range c.Upstreams {
@@ -407,7 +421,8 @@ func (rl *Relay) provisionKeys(repl *caddy.Replacer) error {
 			if !loaded {
 				restoreKey(pk.poolID, pk.state, time.Duration(rl.ProbeBackoff))
 			}
-			pk.state.describe(keyInfo{id: id, upstream: u.Name, group: k.LimitGroup, limiter: pk.limiter, store: rl.state})
+			pk.state.describe(keyInfo{id: id, poolID: pk.poolID, upstream: u.Name, group: k.LimitGroup, limiter: pk.limiter, store: rl.state})
+			rl.state.track(pk.poolID, pk.state)
 			rl.keys = append(rl.keys, pk)
 			upKeys = append(upKeys, pk)
 		}
@@ -551,6 +566,7 @@ func (rl *Relay) Cleanup() error {
 	}
 	for _, k := range rl.keys {
 		if k.state != nil {
+			rl.state.untrack(k.poolID)
 			_, _ = keyStates.Delete(k.poolID)
 		}
 		if k.limiter != nil {
@@ -570,6 +586,10 @@ func (rl *Relay) Cleanup() error {
 	}
 	if rl.Cache != nil {
 		rl.Cache.cleanup()
+	}
+	if rl.stateID != "" {
+		_, _ = redisStates.Delete(rl.stateID)
+		rl.stateID = ""
 	}
 	return nil
 }

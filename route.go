@@ -34,6 +34,7 @@ type proxyRequest struct {
 	// budgetHeld is the estimated spend reserved on the client's budget,
 	// in dollars.
 	budgetHeld float64
+	budgetHold spendHold // its name in a shared store
 	sentAt     time.Time // when the answered attempt was sent, for time to first token
 
 	clientLimited bool        // the last try failed on the client's own limits

@@ -155,8 +155,11 @@ func (pr *proxyRequest) reserveBudget() *apiError {
 			Message: "This client has a budget, and the relay has no price for the model " + truncateForMessage(pr.api.model) + "."}
 	}
 	now := time.Now()
-	if pr.rl.state.reserveSpend(pr.client.state, now, b.Period, b.USD, est) {
-		pr.budgetHeld = est
+	if pr.rl.state.unavailable() {
+		return errStateUnavailable()
+	}
+	if h, ok := pr.rl.state.reserveSpend(pr.client.state, now, b.Period, b.USD, est); ok {
+		pr.budgetHeld, pr.budgetHold = est, h
 		return nil
 	}
 	return pr.overBudget(now)
@@ -165,8 +168,8 @@ func (pr *proxyRequest) reserveBudget() *apiError {
 // releaseBudget gives back the budget reservation, once.
 func (pr *proxyRequest) releaseBudget() {
 	if pr.client.Budget != nil {
-		pr.rl.state.releaseSpend(pr.client.state, pr.budgetHeld)
-		pr.budgetHeld = 0
+		pr.rl.state.releaseSpend(pr.client.state, pr.budgetHold, pr.budgetHeld)
+		pr.budgetHeld, pr.budgetHold = 0, ""
 	}
 }
 

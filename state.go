@@ -94,12 +94,12 @@ type limiterStore interface {
 	release(id string)
 	// reserve takes one request and tokens on a key's limiter and a
 	// client's (nil: none) at once, or nothing.
-	reserve(now time.Time, tokens int64, key, client *limit.Limiter) (limit.Multi, bool)
+	reserve(now time.Time, tokens int64, key, client *limit.Limiter) (reservation, bool)
 	// sent, settle and cancel are a reservation's later life: the request
 	// left for the upstream; it was handled and used tokens; it was not.
-	sent(m *limit.Multi, now time.Time)
-	settle(m *limit.Multi, now time.Time, tokens int64)
-	cancel(m *limit.Multi, now time.Time)
+	sent(r *reservation, now time.Time)
+	settle(r *reservation, now time.Time, tokens int64)
+	cancel(r *reservation, now time.Time)
 	// learn applies what an answer's x-ratelimit-* headers say of the
 	// limiter's upstream bucket as of asOf (limit.Limiter.LearnAsOf), and
 	// exhausted a 429 (limit.Limiter.Exhausted): both only ever lower what
@@ -108,6 +108,16 @@ type limiterStore interface {
 	exhausted(l *limit.Limiter, until time.Time, tokens int64)
 	// lift ends the limiter's cool-down (a key restored by hand).
 	lift(l *limit.Limiter)
+	// unavailable reports whether requests are to be refused because the
+	// store cannot be reached (on_error reject).
+	unavailable() bool
+}
+
+// reservation is what one reserve took: on limiters of this process
+// (local), or in a shared store (shared, with local unused).
+type reservation struct {
+	local  limit.Multi
+	shared *sharedReservation
 }
 
 // memoryLimiters keeps the limiters in this process, in limiterStates.
@@ -126,14 +136,16 @@ func (memoryLimiters) load(id string, lim Limits) *limit.Limiter {
 
 func (memoryLimiters) release(id string) { _, _ = limiterStates.Delete(id) }
 
-func (memoryLimiters) reserve(now time.Time, tokens int64, key, client *limit.Limiter) (limit.Multi, bool) {
+func (memoryLimiters) reserve(now time.Time, tokens int64, key, client *limit.Limiter) (reservation, bool) {
 	m, _, ok := limit.ReserveAll(now, tokens, key, client)
-	return m, ok
+	return reservation{local: m}, ok
 }
 
-func (memoryLimiters) sent(m *limit.Multi, now time.Time)                 { m.Retime(now) }
-func (memoryLimiters) settle(m *limit.Multi, now time.Time, tokens int64) { m.Settle(now, tokens) }
-func (memoryLimiters) cancel(m *limit.Multi, now time.Time)               { m.Cancel(now) }
+func (memoryLimiters) sent(r *reservation, now time.Time) { r.local.Retime(now) }
+func (memoryLimiters) settle(r *reservation, now time.Time, tokens int64) {
+	r.local.Settle(now, tokens)
+}
+func (memoryLimiters) cancel(r *reservation, now time.Time) { r.local.Cancel(now) }
 
 func (memoryLimiters) learn(l *limit.Limiter, asOf, now time.Time, h http.Header) {
 	l.LearnAsOf(asOf, now, h)
@@ -144,6 +156,8 @@ func (memoryLimiters) exhausted(l *limit.Limiter, until time.Time, tokens int64)
 }
 
 func (memoryLimiters) lift(l *limit.Limiter) { l.CoolDown(time.Time{}) }
+
+func (memoryLimiters) unavailable() bool { return false }
 
 // healthStore keeps the health of keys: whether each is retired and why,
 // and its probes. The keyState is what the request path reads (retired);
@@ -160,6 +174,10 @@ type healthStore interface {
 	// alone; probed records the probe's result.
 	probeDue(ks *keyState, now time.Time) bool
 	probed(ks *keyState, ok bool, now time.Time)
+	// track and untrack are a config's use of the key named poolID, whose
+	// health a shared store mirrors into ks.
+	track(poolID string, ks *keyState)
+	untrack(poolID string)
 }
 
 // memoryHealth keeps key health in the keyStates.
@@ -172,27 +190,33 @@ func (memoryHealth) retireManually(ks *keyState, now time.Time)  { ks.retireManu
 func (memoryHealth) restoreManually(ks *keyState)                { ks.restoreManually() }
 func (memoryHealth) probeDue(ks *keyState, now time.Time) bool   { return ks.probeDue(now) }
 func (memoryHealth) probed(ks *keyState, ok bool, now time.Time) { ks.probed(ok, now) }
+func (memoryHealth) track(string, *keyState)                     {}
+func (memoryHealth) untrack(string)                              {}
 
 // spendStore keeps what clients spent and what requests in flight have
 // reserved of their budgets (spend.go calls it).
 type spendStore interface {
 	// reserveSpend admits a request estimated at usd against the client's
-	// budget for period while spent and reserved are under it.
-	reserveSpend(cs *clientState, now time.Time, period string, budget, usd float64) bool
+	// budget for period while spent and reserved are under it; the
+	// spendHold names the reservation for releaseSpend.
+	reserveSpend(cs *clientState, now time.Time, period string, budget, usd float64) (spendHold, bool)
 	// releaseSpend gives back what reserveSpend took.
-	releaseSpend(cs *clientState, usd float64)
+	releaseSpend(cs *clientState, h spendHold, usd float64)
 	// addSpend adds usd to the client's spend in the periods now falls in.
 	addSpend(cs *clientState, now time.Time, usd float64)
 }
 
+// spendHold names a budget reservation in a shared store ("" in memory).
+type spendHold string
+
 // memorySpend keeps spend in the clientStates.
 type memorySpend struct{}
 
-func (memorySpend) reserveSpend(cs *clientState, now time.Time, period string, budget, usd float64) bool {
-	return cs.reserveSpend(now, period, budget, usd)
+func (memorySpend) reserveSpend(cs *clientState, now time.Time, period string, budget, usd float64) (spendHold, bool) {
+	return "", cs.reserveSpend(now, period, budget, usd)
 }
-func (memorySpend) releaseSpend(cs *clientState, usd float64)            { cs.releaseSpend(usd) }
-func (memorySpend) addSpend(cs *clientState, now time.Time, usd float64) { cs.addSpend(now, usd) }
+func (memorySpend) releaseSpend(cs *clientState, _ spendHold, usd float64) { cs.releaseSpend(usd) }
+func (memorySpend) addSpend(cs *clientState, now time.Time, usd float64)   { cs.addSpend(now, usd) }
 
 // objectStore records which key and which client created each stored
 // object (objects.go), and is saved in the restart snapshot.

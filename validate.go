@@ -50,8 +50,8 @@ func checkAuth(v string) error {
 }
 
 func checkCacheStore(v string) error {
-	if v != "" && v != "memory" {
-		return fmt.Errorf("cache store %q is not available: use memory", v)
+	if v != "" && v != "memory" && v != "redis" {
+		return fmt.Errorf("cache store %q is not available: use memory or redis", v)
 	}
 	return nil
 }
