@@ -85,7 +85,8 @@ func TestOneMessagePerBadValue(t *testing.T) {
 		{"budget amount", "client c {\n\t\t\tkey rk-long-enough-key\n\t\t\tbudget -5\n\t\t}", `"clients":[{"name":"c","keys":["rk-long-enough-key"],"budget":{"usd":-5}}],"upstreams":[` + up + `}]`, `budget must be a positive amount of USD, got -5`},
 		{"semantic threshold", "cache {\n\t\t\tsemantic {\n\t\t\t\tthreshold 1.5\n\t\t\t}\n\t\t}", `"client_auth":"none","cache":{"semantic":{"threshold":1.5}},"upstreams":[` + up + `}]`, `semantic threshold must be a number above 0 and at most 1, got 1.5`},
 		{"price", "price gpt-4o* 2.5 -1", `"client_auth":"none","prices":[{"model":"gpt-4o*","input":2.5,"output":-1}],"upstreams":[` + up + `}]`, `price gpt-4o*: -1 must be a non-negative amount of USD`},
-		{"cache store", "cache disk", `"client_auth":"none","cache":{"store":"disk"},"upstreams":[` + up + `}]`, `cache store "disk" is not available: use memory`},
+		{"cache store", "cache disk", `"client_auth":"none","cache":{"store":"disk"},"upstreams":[` + up + `}]`, `cache store "disk" is not available: use memory or redis`},
+		{"state on_error", "state redis {\n\t\t\ton_error retry\n\t\t}", `"client_auth":"none","state":{"store":"redis","on_error":"retry"},"upstreams":[` + up + `}]`, `on_error must be local or reject, got "retry"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -104,5 +105,22 @@ func TestOneMessagePerBadValue(t *testing.T) {
 				t.Errorf("JSON: %v; want %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestCacheRedisNeedsState checks that `cache redis` without `state redis`
+// is refused with a message that says what to add.
+func TestCacheRedisNeedsState(t *testing.T) {
+	t.Setenv("XDG_DATA_HOME", t.TempDir())
+	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
+	cfg := `{"apps":{"http":{"servers":{"s":{"listen":[":0"],"routes":[{"handle":[{"handler":"openai_relay","client_auth":"none","cache":{"store":"redis"},` +
+		`"upstreams":[{"name":"o","url":"http://127.0.0.1:1/v1","keys":[{"key":"sk-test-0123456789"}]}]}]}]}}}}}`
+	var c caddy.Config
+	if err := json.Unmarshal([]byte(cfg), &c); err != nil {
+		t.Fatal(err)
+	}
+	err := caddy.Validate(&c)
+	if err == nil || !strings.Contains(err.Error(), "add `state redis") {
+		t.Fatalf("validate: %v", err)
 	}
 }

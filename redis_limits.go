@@ -57,8 +57,10 @@ func (rs *redisState) sync() {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*rs.timeout)
 	defer cancel()
 	rs.refreshMirrors(ctx)
-	rs.refreshHealth(ctx)
-	rs.beat(ctx)
+	if !rs.down.Load() {
+		rs.refreshHealth(ctx)
+		rs.beat(ctx)
+	}
 }
 
 // mirrorsOf returns the mirrors of the limiters (nil ones skipped).

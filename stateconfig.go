@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -23,8 +24,9 @@ type StateConfig struct {
 	// Store is where the state is kept: "redis". Required.
 	Store string `json:"store"`
 
-	// Addresses are the Redis nodes as host:port: one server, the Sentinel
-	// nodes (with Master) or Cluster seed nodes. Default: 127.0.0.1:6379.
+	// Addresses are the Redis nodes as host:port (placeholders such as
+	// {env.REDIS_ADDR} are resolved): one server, the Sentinel nodes (with
+	// Master) or Cluster seed nodes. Default: 127.0.0.1:6379.
 	Addresses []string `json:"addresses,omitempty"`
 
 	// Master is the Sentinel master's name; set, Addresses are Sentinels.
@@ -121,8 +123,12 @@ func (s *StateConfig) provision(repl *caddy.Replacer) error {
 
 // options are the universal client's options, with the secrets resolved.
 func (s *StateConfig) options(ctx caddy.Context, repl *caddy.Replacer) (*redis.UniversalOptions, error) {
+	addrs := make([]string, len(s.Addresses))
+	for i, a := range s.Addresses {
+		addrs[i] = repl.ReplaceKnown(a, "")
+	}
 	opts := &redis.UniversalOptions{
-		Addrs:                 s.Addresses,
+		Addrs:                 addrs,
 		MasterName:            s.Master,
 		IsClusterMode:         s.Cluster,
 		Username:              repl.ReplaceKnown(s.Username, ""),
@@ -157,7 +163,7 @@ func (s *StateConfig) clientID(opts *redis.UniversalOptions) string {
 	b, _ := json.Marshal(s)
 	h := sha256.New()
 	h.Write(b)
-	h.Write([]byte("\x00" + opts.Username + "\x00" + opts.Password))
+	h.Write([]byte("\x00" + strings.Join(opts.Addrs, ",") + "\x00" + opts.Username + "\x00" + opts.Password))
 	return "redis:" + hex.EncodeToString(h.Sum(nil)[:16])
 }
 
