@@ -244,10 +244,9 @@ func TestClusterCacheShared(t *testing.T) {
 		upstream pool ` + fake.URL() + ` {
 ` + lines + `		}
 		cache redis {
-			address ` + srv.Addr() + `
-			prefix ` + clusterPrefix(t) + `
 			ttl 1h
-		}`
+		}
+` + stateBlock([]string{srv.Addr()}, clusterPrefix(t))
 	a := startInstance(t, "A", block, env...)
 	b := startInstance(t, "B", block, env...)
 	c := startInstance(t, "C", block, env...)
