@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -108,9 +109,24 @@ var stateModeGauge = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 	Help:      "Where limits are kept: redis (shared), local (Redis unreachable, this instance's share) or reject (Redis unreachable, requests refused).",
 }, []string{"mode"})
 
+// redisLogger sends go-redis's own messages (failed dials, pub/sub
+// reconnections) to Caddy's log at debug level: the relay logs what matters
+// (leaving and rejoining Redis) itself, and go-redis would otherwise write
+// to stderr on every failed dial while Redis is down.
+type redisLogger struct{ l *zap.Logger }
+
+func (r redisLogger) Printf(_ context.Context, format string, v ...any) {
+	if ce := r.l.Check(zap.DebugLevel, "go-redis"); ce != nil {
+		ce.Write(zap.String("message", fmt.Sprintf(format, v...)))
+	}
+}
+
+var setRedisLogger sync.Once
+
 // newRedisState connects to Redis (without waiting for it) and starts the
 // workers, which live until the last config using the state is unloaded.
 func newRedisState(opts *redis.UniversalOptions, prefix string, timeout time.Duration, reject bool, logger *zap.Logger) *redisState {
+	setRedisLogger.Do(func() { redis.SetLogger(redisLogger{caddy.Log().Named("openai_relay.redis")}) })
 	c := redis.NewUniversalClient(opts)
 	var b [8]byte
 	_, _ = rand.Read(b[:])
