@@ -45,6 +45,7 @@ func (a adminAPI) Routes() []caddy.AdminRoute {
 		{Pattern: "/openai_relay/keys/", Handler: caddy.AdminHandlerFunc(a.handleKeyAction)},
 		{Pattern: "/openai_relay/clients", Handler: caddy.AdminHandlerFunc(a.handleClients)},
 		{Pattern: "/openai_relay/cache", Handler: caddy.AdminHandlerFunc(a.handleCache)},
+		{Pattern: "/openai_relay/state", Handler: caddy.AdminHandlerFunc(a.handleState)},
 	}
 }
 
@@ -220,6 +221,33 @@ func (adminAPI) handleCache(w http.ResponseWriter, r *http.Request) error {
 		v.HitRatio = float64(st.Hits) / float64(lookups)
 	}
 	return writeJSON(w, v)
+}
+
+// stateView is one shared state as the admin API shows it: no address or
+// credential, only what says whether the instance shares its limits.
+type stateView struct {
+	Store          string `json:"store"`
+	Prefix         string `json:"prefix"`
+	Mode           string `json:"mode"` // redis, local or reject
+	InstancesAlive int64  `json:"instances_alive"`
+	Limiters       int    `json:"limiters"`
+	Keys           int    `json:"keys"`
+	InFlight       int    `json:"reservations_in_flight"`
+}
+
+// handleState serves GET /openai_relay/state: the shared states in use
+// (an empty list when every config keeps its state in memory).
+func (adminAPI) handleState(w http.ResponseWriter, r *http.Request) error {
+	if r.Method != http.MethodGet {
+		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("method not allowed: use GET")}
+	}
+	views := []stateView{}
+	redisStates.Range(func(_, v any) bool {
+		views = append(views, v.(*redisState).view())
+		return true
+	})
+	slices.SortFunc(views, func(a, b stateView) int { return strings.Compare(a.Prefix, b.Prefix) })
+	return writeJSON(w, views)
 }
 
 func writeJSON(w http.ResponseWriter, v any) error {

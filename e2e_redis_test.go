@@ -3,6 +3,8 @@ package openairelay_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -51,6 +53,22 @@ func redisKeys(addr string) (string, error) {
 	return strings.Join(keys, " "), err
 }
 
+// adminState is the start of GET /openai_relay/state, compacted: its
+// store, prefix and mode.
+func adminState(t *testing.T) string {
+	t.Helper()
+	resp, err := http.Get("http://localhost:" + adminPort + "/openai_relay/state")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var v []map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil || len(v) != 1 {
+		t.Fatalf("admin state: %v %v", v, err)
+	}
+	return fmt.Sprintf(`[{"store":%q,"prefix":%q,"mode":%q`, v[0]["store"], v[0]["prefix"], v[0]["mode"])
+}
+
 // TestE2EStateRedis runs a request path on Redis: limits reserved there,
 // answers cached there, and with Redis stopped on_error local keeps
 // serving without waiting on it.
@@ -82,6 +100,9 @@ func TestE2EStateRedis(t *testing.T) {
 		t.Error("an upstream key appears in a Redis key name")
 	}
 
+	if v := adminState(t); v != `[{"store":"redis","prefix":"e2e-local","mode":"redis"` {
+		t.Errorf("admin state with Redis up: %s", v)
+	}
 	srv.Stop()
 	for i := range 5 {
 		start := time.Now()
@@ -93,6 +114,9 @@ func TestE2EStateRedis(t *testing.T) {
 		if d := time.Since(start); d > 5*time.Second {
 			t.Fatalf("a request with Redis stopped took %v", d)
 		}
+	}
+	if v := adminState(t); v != `[{"store":"redis","prefix":"e2e-local","mode":"local"` {
+		t.Errorf("admin state with Redis down: %s", v)
 	}
 	srv.Restart()
 	deadline := time.Now().Add(10 * time.Second)

@@ -184,12 +184,8 @@ func (rs *redisState) failed(err error) {
 		return
 	}
 	rs.enterLocal()
-	mode := "local"
-	if rs.reject {
-		mode = "reject"
-	}
 	rs.logger.Error("Redis is unreachable: limits are no longer shared",
-		zap.String("mode", mode), zap.Int64("instances_alive", rs.alive.Load()), zap.Error(err))
+		zap.String("mode", rs.mode()), zap.Int64("instances_alive", rs.alive.Load()), zap.Error(err))
 	rs.setModeGauge()
 	capacityReleased()
 }
@@ -198,14 +194,19 @@ func (rs *redisState) failed(err error) {
 // answer and on_error is reject.
 func (rs *redisState) unavailable() bool { return rs.reject && rs.down.Load() }
 
-func (rs *redisState) setModeGauge() {
-	mode := "redis"
-	if rs.down.Load() {
-		mode = "local"
-		if rs.reject {
-			mode = "reject"
-		}
+// mode is where limits are kept now: redis, local or reject.
+func (rs *redisState) mode() string {
+	switch {
+	case !rs.down.Load():
+		return "redis"
+	case rs.reject:
+		return "reject"
 	}
+	return "local"
+}
+
+func (rs *redisState) setModeGauge() {
+	mode := rs.mode()
 	for _, m := range []string{"redis", "local", "reject"} {
 		v := 0.0
 		if m == mode {
@@ -531,6 +532,14 @@ func (rs *redisState) later(f func(context.Context)) {
 	default:
 		rs.runBackground(f)
 	}
+}
+
+// view is what the admin API shows of the state.
+func (rs *redisState) view() stateView {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	return stateView{Store: "redis", Prefix: rs.prefix, Mode: rs.mode(), InstancesAlive: rs.alive.Load(),
+		Limiters: len(rs.mirrors), Keys: len(rs.keys), InFlight: len(rs.live)}
 }
 
 // objects implements stateStore.
