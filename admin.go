@@ -46,6 +46,8 @@ func (a adminAPI) Routes() []caddy.AdminRoute {
 		{Pattern: "/openai_relay/clients", Handler: caddy.AdminHandlerFunc(a.handleClients)},
 		{Pattern: "/openai_relay/cache", Handler: caddy.AdminHandlerFunc(a.handleCache)},
 		{Pattern: "/openai_relay/state", Handler: caddy.AdminHandlerFunc(a.handleState)},
+		{Pattern: "/openai_relay/status", Handler: caddy.AdminHandlerFunc(a.handleStatus)},
+		{Pattern: "/openai_relay/", Handler: caddy.AdminHandlerFunc(a.handlePage)},
 	}
 }
 
@@ -178,19 +180,23 @@ func (adminAPI) handleClients(w http.ResponseWriter, r *http.Request) error {
 	now := time.Now()
 	views := []clientView{}
 	clientStates.Range(func(_, v any) bool {
-		cs := v.(*clientState)
-		name, priority, l := cs.describe()
-		view := clientView{Name: name, Priority: priority, Requests: cs.requests.Load(),
-			SpentToday: cs.spent("daily", now), SpentMonth: cs.spent("monthly", now)}
-		if l != nil {
-			st := l.Status(now)
-			view.Limits = &st
-		}
-		views = append(views, view)
+		views = append(views, clientViewOf(v.(*clientState), now))
 		return true
 	})
 	slices.SortFunc(views, func(a, b clientView) int { return strings.Compare(a.Name, b.Name) })
 	return writeJSON(w, views)
+}
+
+// clientViewOf is the client as the admin API shows it.
+func clientViewOf(cs *clientState, now time.Time) clientView {
+	name, priority, l := cs.describe()
+	view := clientView{Name: name, Priority: priority, Requests: cs.requests.Load(),
+		SpentToday: cs.spent("daily", now), SpentMonth: cs.spent("monthly", now)}
+	if l != nil {
+		st := l.Status(now)
+		view.Limits = &st
+	}
+	return view
 }
 
 // cacheView is the response caches as the admin API shows them.
@@ -215,12 +221,17 @@ func (adminAPI) handleCache(w http.ResponseWriter, r *http.Request) error {
 	default:
 		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("method not allowed: use GET or DELETE")}
 	}
+	return writeJSON(w, cacheSummary())
+}
+
+// cacheSummary is every cache store's statistics added up.
+func cacheSummary() cacheView {
 	st := cacheStats()
 	v := cacheView{Entries: st.Entries, Bytes: st.Bytes, Hits: st.Hits, Misses: st.Misses, Evictions: st.Evictions, Expired: st.Expired}
 	if lookups := st.Hits + st.Misses; lookups > 0 {
 		v.HitRatio = float64(st.Hits) / float64(lookups)
 	}
-	return writeJSON(w, v)
+	return v
 }
 
 // stateView is one shared state as the admin API shows it: no address or

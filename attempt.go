@@ -397,6 +397,15 @@ func (pr *proxyRequest) earliestReturn() (time.Duration, bool) {
 
 func (pr *proxyRequest) count(key *poolKey, outcome string) {
 	requestsTotal.WithLabelValues(key.upstream.Name, key.id, outcome).Inc()
+	key.state.minute.add(time.Now(), 1, 0)
+	i := slices.Index(historyOutcomes[:], outcome)
+	if i < 0 {
+		i = int(outcomeNetwork)
+	}
+	traffic.outcomes[i].Add(1)
+	if outcome == "rate_limited" {
+		key.state.rateLimited.Add(1)
+	}
 	modelRequestsTotal.WithLabelValues(modelLabel(pr.api.model), outcome).Inc()
 }
 

@@ -83,7 +83,10 @@ type clientState struct {
 	priority string
 	limiter  *limit.Limiter
 
-	requests atomic.Int64
+	requests  atomic.Int64
+	tokensIn  atomic.Int64
+	tokensOut atomic.Int64
+	budget    *Budget // nil without one
 
 	// What the client spent in the current day and month, by the prices.
 	spendDay, spendMonth string
@@ -165,9 +168,9 @@ func (cs *clientState) mirrorSpend(day string, spentDay float64, month string, s
 // Destruct implements caddy.Destructor.
 func (*clientState) Destruct() error { return nil }
 
-func (cs *clientState) set(id, name, priority string, l *limit.Limiter) {
+func (cs *clientState) set(id, name, priority string, l *limit.Limiter, b *Budget) {
 	cs.mu.Lock()
-	cs.id, cs.name, cs.priority, cs.limiter = id, name, priority, l
+	cs.id, cs.name, cs.priority, cs.limiter, cs.budget = id, name, priority, l, b
 	cs.mu.Unlock()
 }
 

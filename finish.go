@@ -3,6 +3,7 @@ package openairelay
 import (
 	"net/http"
 	"strconv"
+	"time"
 )
 
 // finish settles a request whose answer the client got, in one place: the
@@ -52,6 +53,10 @@ func (pr *proxyRequest) settle(h *hold, a answer) {
 	pr.spend(u)
 	key.state.tokensIn.Add(u.prompt)
 	key.state.tokensOut.Add(u.completion)
+	key.state.minute.add(time.Now(), 0, u.prompt+u.completion)
+	traffic.tokens.Add(u.prompt + u.completion)
+	pr.client.state.tokensIn.Add(u.prompt)
+	pr.client.state.tokensOut.Add(u.completion)
 	tokensTotal.WithLabelValues(key.upstream.Name, key.id, "prompt").Add(float64(u.prompt))
 	tokensTotal.WithLabelValues(key.upstream.Name, key.id, "completion").Add(float64(u.completion))
 	if u.cached > 0 {

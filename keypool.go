@@ -23,6 +23,8 @@ type keyState struct {
 	limiter  *limit.Limiter // the key's own, or its limit group's
 	store    stateStore     // where the key's health and limits are kept
 
+	tier, upstreamWeight, weight int
+
 	retiredReason string
 	retiredAt     time.Time
 	nextProbe     time.Time
@@ -40,31 +42,37 @@ type keyState struct {
 	// 403 was about the key (see Relay.confirmKey).
 	confirming atomic.Bool
 
-	requests  atomic.Int64
-	failures  atomic.Int64
-	latencyNS atomic.Int64 // moving average of the time to response header
-	tokensIn  atomic.Int64
-	tokensOut atomic.Int64
+	requests    atomic.Int64
+	failures    atomic.Int64
+	rateLimited atomic.Int64 // 429s the upstream answered with this key
+	minute      minuteCounts
+	latencyNS   atomic.Int64 // moving average of the time to response header
+	tokensIn    atomic.Int64
+	tokensOut   atomic.Int64
 }
 
 // keyInfo is what describes a key: its names, limiter and state store.
 type keyInfo struct {
 	id, poolID, upstream, group string
 	limiter                     *limit.Limiter
-	store                       stateStore
+	// tier is the upstream's priority; upstreamWeight and weight are the
+	// upstream's among its tier and the key's among its upstream's keys.
+	tier, upstreamWeight, weight int
+	store                        stateStore
 }
 
 // describe records what a config gives the key.
 func (ks *keyState) describe(info keyInfo) {
 	ks.mu.Lock()
 	ks.id, ks.poolID, ks.upstream, ks.group, ks.limiter, ks.store = info.id, info.poolID, info.upstream, info.group, info.limiter, info.store
+	ks.tier, ks.upstreamWeight, ks.weight = info.tier, info.upstreamWeight, info.weight
 	ks.mu.Unlock()
 }
 
 func (ks *keyState) info() keyInfo {
 	ks.mu.Lock()
 	defer ks.mu.Unlock()
-	return keyInfo{id: ks.id, poolID: ks.poolID, upstream: ks.upstream, group: ks.group, limiter: ks.limiter, store: ks.store}
+	return keyInfo{tier: ks.tier, upstreamWeight: ks.upstreamWeight, weight: ks.weight, id: ks.id, poolID: ks.poolID, upstream: ks.upstream, group: ks.group, limiter: ks.limiter, store: ks.store}
 }
 
 // Destruct implements caddy.Destructor; a key's state holds no resources.

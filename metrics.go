@@ -215,6 +215,28 @@ func (s *queueSet) length() int {
 	return n
 }
 
+// stats adds up the stats of every queue.
+func (s *queueSet) stats() limit.QueueStats {
+	s.mu.Lock()
+	qs := make([]*limit.Queue, 0, len(s.qs))
+	for q := range s.qs {
+		qs = append(qs, q)
+	}
+	s.mu.Unlock()
+	total := limit.QueueStats{ByPriority: make(map[int]int)}
+	for _, q := range qs {
+		st := q.Stats()
+		total.Len += st.Len
+		for p, n := range st.ByPriority {
+			total.ByPriority[p] += n
+		}
+		if !st.Oldest.IsZero() && (total.Oldest.IsZero() || st.Oldest.Before(total.Oldest)) {
+			total.Oldest = st.Oldest
+		}
+	}
+	return total
+}
+
 // notify wakes every queue that has waiters.
 func (s *queueSet) notify() {
 	s.mu.Lock()

@@ -282,6 +282,7 @@ func (rl *Relay) Provision(ctx caddy.Context) error {
 	addModelLabels(rl.configuredModels())
 	go rl.probeRetired(ctx)
 	startSnapshots()
+	startHistory()
 	rl.snapshotting = true
 	return nil
 }
@@ -346,7 +347,7 @@ func (rl *Relay) provisionClients(repl *caddy.Replacer, upstreamIndex map[string
 		if !loaded {
 			restoreSpend(c.stateID, c.state)
 		}
-		c.state.set(c.stateID, c.Name, cmp.Or(c.Priority, "normal"), c.limiter)
+		c.state.set(c.stateID, c.Name, cmp.Or(c.Priority, "normal"), c.limiter, c.Budget)
 		if len(c.Upstreams) > 0 {
 			c.allowed = make(upstreamSet, len(rl.Upstreams))
 			for _, name := range c.Upstreams {
@@ -421,7 +422,7 @@ func (rl *Relay) provisionKeys(repl *caddy.Replacer) error {
 			if !loaded {
 				restoreKey(pk.poolID, pk.state, time.Duration(rl.ProbeBackoff))
 			}
-			pk.state.describe(keyInfo{id: id, poolID: pk.poolID, upstream: u.Name, group: k.LimitGroup, limiter: pk.limiter, store: rl.state})
+			pk.state.describe(keyInfo{tier: u.Priority, upstreamWeight: max(u.Weight, 1), weight: pk.weight, id: id, poolID: pk.poolID, upstream: u.Name, group: k.LimitGroup, limiter: pk.limiter, store: rl.state})
 			rl.state.track(pk.poolID, pk.state)
 			rl.keys = append(rl.keys, pk)
 			upKeys = append(upKeys, pk)
@@ -562,6 +563,7 @@ func (rl *Relay) Cleanup() error {
 	}
 	if rl.snapshotting {
 		stopSnapshots()
+		stopHistory()
 		rl.snapshotting = false
 	}
 	for _, k := range rl.keys {

@@ -146,8 +146,8 @@ func TestRedisStateSpend(t *testing.T) {
 	a := testRedisState(t, "spend", "", srv.Addr())
 	b := testRedisState(t, "spend", "", srv.Addr())
 	ca, cb := &clientState{}, &clientState{}
-	ca.set("client:c@p", "c", "normal", nil)
-	cb.set("client:c@p", "c", "normal", nil)
+	ca.set("client:c@p", "c", "normal", nil, nil)
+	cb.set("client:c@p", "c", "normal", nil, nil)
 	now := time.Now()
 	ha, ok := a.reserveSpend(ca, now, "daily", 1.0, 0.6)
 	if !ok {

@@ -45,10 +45,11 @@ const (
 
 // waiter is one request in the queue.
 type waiter struct {
-	prio int
-	seq  uint64
-	try  func(time.Time) (time.Time, bool)
-	done chan struct{} // closed by the dispatcher when it takes the waiter out
+	prio  int
+	seq   uint64
+	since time.Time // when it joined the queue
+	try   func(time.Time) (time.Time, bool)
+	done  chan struct{} // closed by the dispatcher when it takes the waiter out
 
 	// Guarded by Queue.mu; read without it after done is closed.
 	state   uint8
@@ -90,6 +91,31 @@ func NewQueue(maxLen int) *Queue {
 		wake:     make(chan struct{}, 1),
 		earliest: math.MaxInt64,
 	}
+}
+
+// QueueStats describe the waiting requests.
+type QueueStats struct {
+	Len int
+	// ByPriority counts the waiting requests of each priority.
+	ByPriority map[int]int
+	// Oldest is when the longest-waiting request joined; the zero Time
+	// when none waits.
+	Oldest time.Time
+}
+
+// Stats describes the waiting requests. It takes the queue's lock for a
+// pass over the waiters: for a status page, not for a request's path.
+func (q *Queue) Stats() QueueStats {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	st := QueueStats{Len: len(q.ws), ByPriority: make(map[int]int)}
+	for _, w := range q.ws {
+		st.ByPriority[w.prio]++
+		if st.Oldest.IsZero() || w.since.Before(st.Oldest) {
+			st.Oldest = w.since
+		}
+	}
+	return st
 }
 
 // Len returns the number of waiting requests.
@@ -168,7 +194,7 @@ func (q *Queue) Wait(ctx context.Context, priority int, deadline time.Time, try 
 		return time.Since(start), ErrQueueFull
 	}
 	q.seq++
-	w := &waiter{prio: priority, seq: q.seq, try: try, done: make(chan struct{}), retryAt: at, deadline: deadline}
+	w := &waiter{prio: priority, seq: q.seq, since: start, try: try, done: make(chan struct{}), retryAt: at, deadline: deadline}
 	i, _ := slices.BinarySearchFunc(q.ws, w, compareWaiters)
 	q.ws = slices.Insert(q.ws, i, w)
 	q.n.Add(1)
