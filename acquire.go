@@ -40,8 +40,14 @@ func (pr *proxyRequest) acquire() (*hold, *apiError) {
 	st := pr.client.state
 	if st.waiting.Add(1) > int64(pr.rl.queueShare) {
 		st.waiting.Add(-1)
-		if h, _ := pr.tryAcquire(time.Now()); h != nil {
+		now := time.Now()
+		if h, _ := pr.tryAcquire(now); h != nil {
 			return h, nil
+		}
+		if pr.rl.queue.Len() >= pr.rl.MaxQueue {
+			// The client's share is the whole queue (a lone client), and
+			// the queue is full.
+			pr.rl.events.queueFull(pr.rl.MaxQueue, now)
 		}
 		return nil, errNoCapacity(time.Second, "this client already has its share of the relay's queue waiting.")
 	}
@@ -65,6 +71,7 @@ func (pr *proxyRequest) acquire() (*hold, *apiError) {
 	case err == nil:
 		return got, nil
 	case errors.Is(err, limit.ErrQueueFull):
+		pr.rl.events.queueFull(pr.rl.MaxQueue, time.Now())
 		return nil, errNoCapacity(time.Second, "the relay's queue is full.")
 	case errors.Is(err, limit.ErrDeadline):
 		wait := time.Second

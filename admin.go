@@ -142,10 +142,16 @@ func (adminAPI) handleKeyAction(w http.ResponseWriter, r *http.Request) error {
 		if st == nil {
 			st = inMemory
 		}
+		// The events of the config that loaded the key announce it.
 		if action == "retire" {
-			st.retireManually(ks, now)
+			if st.retireManually(ks, now) {
+				info.events.keyRetired(info, manualReason)
+			}
 		} else {
-			st.restoreManually(ks)
+			cooling := info.limiter != nil && info.limiter.CoolingUntil().After(now)
+			if st.restoreManually(ks) || cooling {
+				info.events.keyRestored(info, "admin")
+			}
 			if info.limiter != nil {
 				st.lift(info.limiter)
 			}

@@ -187,11 +187,17 @@ func (pr *proxyRequest) attempt(ctx context.Context, h *hold) (resp *http.Respon
 		// the reservation back, and rest the key (and its limit group).
 		h.cancel()
 		until := pr.rl.coolUntil(resp.Header, now)
+		// Announced when the key (or its limit group) was not resting
+		// already: a burst of 429s is one event.
+		wasCooling := key.limiter.CoolingUntil().After(now)
 		// The upstream's bucket is empty: when the cool-down ends, one
 		// request fits, not a bucketful.
 		pr.rl.state.exhausted(key.limiter, until, pr.estimate)
 		pr.rl.logger.Info("upstream key rate limited; cooling down",
 			zap.String("upstream", u.Name), zap.String("key", key.id), zap.Time("until", until))
+		if !wasCooling {
+			pr.rl.events.keyCooling(key, until)
+		}
 	case outcomeDeadKey:
 		h.cancel()
 		pr.rl.retireKey(key, deadReason(resp.StatusCode, body), now)

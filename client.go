@@ -99,6 +99,23 @@ type clientState struct {
 	// waiting counts the client's requests in the queue (see
 	// Relay.queueShare).
 	waiting atomic.Int64
+
+	// refused names the last budget period in which the budget refused a
+	// request ("monthly 2026-11"), so that budget_spent is emitted once a
+	// period.
+	refused string
+}
+
+// firstRefusal records that the client's budget refused a request in the
+// period named period, and reports whether it is the first refusal there.
+func (cs *clientState) firstRefusal(period string) bool {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	if cs.refused == period {
+		return false
+	}
+	cs.refused = period
+	return true
 }
 
 // reserveSpend admits a request estimated at usd against budget, as long as

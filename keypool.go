@@ -22,6 +22,7 @@ type keyState struct {
 	group    string
 	limiter  *limit.Limiter // the key's own, or its limit group's
 	store    stateStore     // where the key's health and limits are kept
+	events   *relayEvents   // what announces changes of its health (nil: nothing)
 
 	tier, upstreamWeight, weight int
 
@@ -59,12 +60,13 @@ type keyInfo struct {
 	// upstream's among its tier and the key's among its upstream's keys.
 	tier, upstreamWeight, weight int
 	store                        stateStore
+	events                       *relayEvents
 }
 
 // describe records what a config gives the key.
 func (ks *keyState) describe(info keyInfo) {
 	ks.mu.Lock()
-	ks.id, ks.poolID, ks.upstream, ks.group, ks.limiter, ks.store = info.id, info.poolID, info.upstream, info.group, info.limiter, info.store
+	ks.id, ks.poolID, ks.upstream, ks.group, ks.limiter, ks.store, ks.events = info.id, info.poolID, info.upstream, info.group, info.limiter, info.store, info.events
 	ks.tier, ks.upstreamWeight, ks.weight = info.tier, info.upstreamWeight, info.weight
 	ks.mu.Unlock()
 }
@@ -72,7 +74,7 @@ func (ks *keyState) describe(info keyInfo) {
 func (ks *keyState) info() keyInfo {
 	ks.mu.Lock()
 	defer ks.mu.Unlock()
-	return keyInfo{tier: ks.tier, upstreamWeight: ks.upstreamWeight, weight: ks.weight, id: ks.id, poolID: ks.poolID, upstream: ks.upstream, group: ks.group, limiter: ks.limiter, store: ks.store}
+	return keyInfo{tier: ks.tier, upstreamWeight: ks.upstreamWeight, weight: ks.weight, id: ks.id, poolID: ks.poolID, upstream: ks.upstream, group: ks.group, limiter: ks.limiter, store: ks.store, events: ks.events}
 }
 
 // Destruct implements caddy.Destructor; a key's state holds no resources.
@@ -92,11 +94,13 @@ func (ks *keyState) retired() bool {
 const maxProbeDelay = time.Hour
 
 // retire takes the key out of rotation until a probe or the admin API
-// restores it; the first probe comes after firstProbe.
-func (ks *keyState) retire(reason string, now time.Time, firstProbe time.Duration) {
+// restores it; the first probe comes after firstProbe. It reports whether
+// the key was in rotation until now.
+func (ks *keyState) retire(reason string, now time.Time, firstProbe time.Duration) bool {
 	ks.mu.Lock()
 	defer ks.mu.Unlock()
-	if ks.retiredReason == "" {
+	newly := ks.retiredReason == ""
+	if newly {
 		ks.retiredAt = now
 		if ks.probeBackoff == 0 {
 			ks.probeBackoff = firstProbe
@@ -104,28 +108,38 @@ func (ks *keyState) retire(reason string, now time.Time, firstProbe time.Duratio
 		ks.nextProbe = now.Add(ks.probeBackoff)
 	}
 	ks.retiredReason = reason
+	return newly
 }
 
-// retireManually retires the key until the admin API restores it.
-func (ks *keyState) retireManually(now time.Time) {
+// manualReason is the reason of a key retired through the admin API.
+const manualReason = "retired through the admin API"
+
+// retireManually retires the key until the admin API restores it, and
+// reports whether it was in rotation until now.
+func (ks *keyState) retireManually(now time.Time) bool {
 	ks.mu.Lock()
 	defer ks.mu.Unlock()
-	if ks.retiredReason == "" {
+	newly := ks.retiredReason == ""
+	if newly {
 		ks.retiredAt = now
 	}
-	ks.retiredReason = "retired through the admin API"
+	ks.retiredReason = manualReason
 	ks.manual = true
+	return newly
 }
 
 // restoreManually brings the key back and forgets its probe backoff (the
-// admin API lifts its limiter's cool-down through the store).
-func (ks *keyState) restoreManually() {
+// admin API lifts its limiter's cool-down through the store). It reports
+// whether the key was retired.
+func (ks *keyState) restoreManually() bool {
 	ks.mu.Lock()
+	defer ks.mu.Unlock()
+	was := ks.retiredReason != ""
 	ks.retiredReason = ""
 	ks.retiredAt = time.Time{}
 	ks.probeBackoff = 0
 	ks.manual = false
-	ks.mu.Unlock()
+	return was
 }
 
 // probeDue reports whether a retired key should be probed at now, and marks
@@ -140,18 +154,21 @@ func (ks *keyState) probeDue(now time.Time) bool {
 	return true
 }
 
-// probed records a probe's result.
-func (ks *keyState) probed(ok bool, now time.Time) {
+// probed records a probe's result, and reports whether it restored the
+// key.
+func (ks *keyState) probed(ok bool, now time.Time) bool {
 	ks.mu.Lock()
 	defer ks.mu.Unlock()
 	ks.probing = false
 	if ok {
+		was := ks.retiredReason != ""
 		ks.retiredReason = ""
 		ks.retiredAt = time.Time{}
-		return
+		return was
 	}
 	ks.probeBackoff = min(ks.probeBackoff*2, maxProbeDelay)
 	ks.nextProbe = now.Add(ks.probeBackoff)
+	return false
 }
 
 // observeLatency folds one time-to-header into the moving average.

@@ -41,6 +41,9 @@ func init() {
 // `{http.openai_relay.prompt_tokens}` | prompt tokens the answer reported
 // `{http.openai_relay.completion_tokens}` | completion tokens the answer reported
 // `{http.openai_relay.cache}` | HIT, MISS, BYPASS or COALESCED when the cache is on
+//
+// With an events app, it emits the Caddy events key_retired, key_restored,
+// key_cooling, budget_spent and queue_full (see events.go).
 type Relay struct {
 	// Clients are the callers of the relay. A request must present one of
 	// their keys unless ClientAuth is "none".
@@ -143,6 +146,9 @@ type Relay struct {
 	queueShare int
 	logger     *zap.Logger
 	ctx        context.Context // the config's: done when it is unloaded
+	// events emits the relay's Caddy events (events.go); nil when the
+	// config has no events app.
+	events *relayEvents
 	// state is where the state that outlives a request is kept (state.go).
 	state stateStore
 	// stateID names the shared state in redisStates ("" in memory).
@@ -197,6 +203,11 @@ func (rl *Relay) Provision(ctx caddy.Context) error {
 	rl.ctx = ctx
 	rl.state = inMemory
 	registerMetrics(ctx.GetMetricsRegistry())
+	events, err := newRelayEvents(ctx, rl.logger)
+	if err != nil {
+		return err
+	}
+	rl.events = events
 
 	rl.retries = defaultRetries
 	if rl.Retries != nil {
@@ -422,7 +433,7 @@ func (rl *Relay) provisionKeys(repl *caddy.Replacer) error {
 			if !loaded {
 				restoreKey(pk.poolID, pk.state, time.Duration(rl.ProbeBackoff))
 			}
-			pk.state.describe(keyInfo{tier: u.Priority, upstreamWeight: max(u.Weight, 1), weight: pk.weight, id: id, poolID: pk.poolID, upstream: u.Name, group: k.LimitGroup, limiter: pk.limiter, store: rl.state})
+			pk.state.describe(keyInfo{tier: u.Priority, upstreamWeight: max(u.Weight, 1), weight: pk.weight, id: id, poolID: pk.poolID, upstream: u.Name, group: k.LimitGroup, limiter: pk.limiter, store: rl.state, events: rl.events})
 			rl.state.track(pk.poolID, pk.state)
 			rl.keys = append(rl.keys, pk)
 			upKeys = append(upKeys, pk)

@@ -42,7 +42,7 @@ func (rl *Relay) probeRetired(ctx context.Context) {
 // probe tries a retired key and records the result.
 func (rl *Relay) probe(ctx context.Context, k *poolKey) {
 	ok := rl.probeOnce(ctx, k) == probeAlive
-	rl.state.probed(k.state, ok, time.Now())
+	restored := rl.state.probed(k.state, ok, time.Now())
 	if !ok {
 		rl.logger.Debug("retired key still fails its probe",
 			zap.String("upstream", k.upstream.Name), zap.String("key", k.id))
@@ -50,15 +50,21 @@ func (rl *Relay) probe(ctx context.Context, k *poolKey) {
 	}
 	rl.logger.Info("retired key passed its probe; restored",
 		zap.String("upstream", k.upstream.Name), zap.String("key", k.id))
+	if restored {
+		rl.events.keyRestored(keyInfo{id: k.id, upstream: k.upstream.Name}, "probe")
+	}
 	capacityReleased()
 }
 
 // retireKey takes a key out of rotation for reason (built by deadReason).
 func (rl *Relay) retireKey(k *poolKey, reason string, now time.Time) {
-	rl.state.retire(k.state, reason, now, time.Duration(rl.ProbeBackoff))
+	newly := rl.state.retire(k.state, reason, now, time.Duration(rl.ProbeBackoff))
 	keyRetirements.WithLabelValues(k.upstream.Name, k.id).Inc()
 	rl.logger.Warn("upstream key retired",
 		zap.String("upstream", k.upstream.Name), zap.String("key", k.id), zap.String("reason", reason))
+	if newly {
+		rl.events.keyRetired(keyInfo{id: k.id, upstream: k.upstream.Name}, reason)
+	}
 }
 
 // confirmKey probes a key that got a 401 or 403 naming neither the key nor

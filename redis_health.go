@@ -80,19 +80,22 @@ func (rs *redisState) poolIDOf(ks *keyState) (string, bool) {
 	return id, id != ""
 }
 
-func (rs *redisState) retire(ks *keyState, reason string, now time.Time, firstProbe time.Duration) {
-	ks.retire(reason, now, firstProbe)
+func (rs *redisState) retire(ks *keyState, reason string, now time.Time, firstProbe time.Duration) bool {
+	newly := ks.retire(reason, now, firstProbe)
 	rs.publishHealth(ks)
+	return newly
 }
 
-func (rs *redisState) retireManually(ks *keyState, now time.Time) {
-	ks.retireManually(now)
+func (rs *redisState) retireManually(ks *keyState, now time.Time) bool {
+	newly := ks.retireManually(now)
 	rs.publishHealth(ks)
+	return newly
 }
 
-func (rs *redisState) restoreManually(ks *keyState) {
-	ks.restoreManually()
+func (rs *redisState) restoreManually(ks *keyState) bool {
+	was := ks.restoreManually()
 	rs.publishHealth(ks)
+	return was
 }
 
 // probeDue claims the probe for this instance: the others see the claim
@@ -124,9 +127,10 @@ func (rs *redisState) probeDue(ks *keyState, now time.Time) bool {
 	return claimed
 }
 
-func (rs *redisState) probed(ks *keyState, ok bool, now time.Time) {
-	ks.probed(ok, now)
+func (rs *redisState) probed(ks *keyState, ok bool, now time.Time) bool {
+	restored := ks.probed(ok, now)
 	rs.publishHealth(ks)
+	return restored
 }
 
 // publishHealth writes the key's health and announces it, off the caller's

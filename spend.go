@@ -174,11 +174,16 @@ func (pr *proxyRequest) releaseBudget() {
 }
 
 // overBudget is the 429 for a client that has spent its budget.
+// The first refusal of a period is announced (budget_spent).
 func (pr *proxyRequest) overBudget(now time.Time) *apiError {
 	b := pr.client.Budget
+	renews := periodEnd(b.Period, now)
+	if pr.rl.events.wanted(eventBudgetSpent) && pr.client.state.firstRefusal(b.Period+" "+periodOf(b.Period, now)) {
+		pr.rl.events.budgetSpent(pr.client, renews)
+	}
 	return &apiError{
 		Status: 429, Type: "insufficient_quota", Code: "insufficient_quota",
-		Message:    fmt.Sprintf("This client has spent its %s budget of $%.2f. It renews at %s.", b.Period, b.USD, periodEnd(b.Period, now).Format(time.RFC3339)),
-		RetryAfter: time.Until(periodEnd(b.Period, now)),
+		Message:    fmt.Sprintf("This client has spent its %s budget of $%.2f. It renews at %s.", b.Period, b.USD, renews.Format(time.RFC3339)),
+		RetryAfter: time.Until(renews),
 	}
 }

@@ -165,15 +165,18 @@ func (memoryLimiters) unavailable() bool { return false }
 // probe so that one instance probes a retired key and all see the result.
 type healthStore interface {
 	// retire takes the key out of rotation for reason until a probe
-	// restores it; the first probe comes after firstProbe.
-	retire(ks *keyState, reason string, now time.Time, firstProbe time.Duration)
-	// retireManually retires the key until restoreManually (the admin API).
-	retireManually(ks *keyState, now time.Time)
-	restoreManually(ks *keyState)
+	// restores it; the first probe comes after firstProbe. It reports
+	// whether the key was in rotation until then (as this instance saw it).
+	retire(ks *keyState, reason string, now time.Time, firstProbe time.Duration) bool
+	// retireManually retires the key until restoreManually (the admin
+	// API); each reports whether it changed the key's state.
+	retireManually(ks *keyState, now time.Time) bool
+	restoreManually(ks *keyState) bool
 	// probeDue reports whether the key is to be probed now, by this caller
-	// alone; probed records the probe's result.
+	// alone; probed records the probe's result, and reports whether it
+	// restored the key.
 	probeDue(ks *keyState, now time.Time) bool
-	probed(ks *keyState, ok bool, now time.Time)
+	probed(ks *keyState, ok bool, now time.Time) bool
 	// track and untrack are a config's use of the key named poolID, whose
 	// health a shared store mirrors into ks.
 	track(poolID string, ks *keyState)
@@ -183,15 +186,17 @@ type healthStore interface {
 // memoryHealth keeps key health in the keyStates.
 type memoryHealth struct{}
 
-func (memoryHealth) retire(ks *keyState, reason string, now time.Time, firstProbe time.Duration) {
-	ks.retire(reason, now, firstProbe)
+func (memoryHealth) retire(ks *keyState, reason string, now time.Time, firstProbe time.Duration) bool {
+	return ks.retire(reason, now, firstProbe)
 }
-func (memoryHealth) retireManually(ks *keyState, now time.Time)  { ks.retireManually(now) }
-func (memoryHealth) restoreManually(ks *keyState)                { ks.restoreManually() }
-func (memoryHealth) probeDue(ks *keyState, now time.Time) bool   { return ks.probeDue(now) }
-func (memoryHealth) probed(ks *keyState, ok bool, now time.Time) { ks.probed(ok, now) }
-func (memoryHealth) track(string, *keyState)                     {}
-func (memoryHealth) untrack(string)                              {}
+func (memoryHealth) retireManually(ks *keyState, now time.Time) bool { return ks.retireManually(now) }
+func (memoryHealth) restoreManually(ks *keyState) bool               { return ks.restoreManually() }
+func (memoryHealth) probeDue(ks *keyState, now time.Time) bool       { return ks.probeDue(now) }
+func (memoryHealth) probed(ks *keyState, ok bool, now time.Time) bool {
+	return ks.probed(ok, now)
+}
+func (memoryHealth) track(string, *keyState) {}
+func (memoryHealth) untrack(string)          {}
 
 // spendStore keeps what clients spent and what requests in flight have
 // reserved of their budgets (spend.go calls it).
