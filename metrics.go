@@ -251,12 +251,18 @@ func (s *queueSet) notify() {
 	}
 }
 
+// collectors are every collector of the relay, which registerMetrics
+// registers (and the Grafana dashboard's test checks its queries against).
+func collectors() []prometheus.Collector {
+	return []prometheus.Collector{requestsTotal, modelRequestsTotal, upstreamLatency, timeToFirstToken, retriesTotal, tokensTotal,
+		keyRetirements, spendTotal, queueWait, queueLength, keyCollector{}, cacheResults, cacheBytes, cacheEntries, cacheEvictions, stateModeGauge}
+}
+
 func registerMetrics(reg *prometheus.Registry) {
 	if reg == nil {
 		return
 	}
-	for _, c := range []prometheus.Collector{requestsTotal, modelRequestsTotal, upstreamLatency, timeToFirstToken, retriesTotal, tokensTotal,
-		keyRetirements, spendTotal, queueWait, queueLength, keyCollector{}, cacheResults, cacheBytes, cacheEntries, cacheEvictions, stateModeGauge} {
+	for _, c := range collectors() {
 		if err := reg.Register(c); err != nil {
 			if _, ok := errors.AsType[prometheus.AlreadyRegisteredError](err); !ok {
 				panic(err) // a programming error: a collector's description is invalid
