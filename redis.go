@@ -51,6 +51,7 @@ type redisState struct {
 	down  atomic.Bool
 	alive atomic.Int64
 
+	check      chan error    // a call failed: ping Redis now
 	ops        chan finishOp // settling, retiming and cancelling, in order
 	background chan func(context.Context)
 	stop       context.CancelFunc
@@ -143,6 +144,7 @@ func newRedisState(opts *redis.UniversalOptions, prefix string, timeout time.Dur
 		byLim:      make(map[*limit.Limiter]*mirror),
 		keys:       make(map[string]*trackedKey),
 		live:       make(map[*sharedReservation]struct{}),
+		check:      make(chan error, 1),
 		ops:        make(chan finishOp, 4096),
 		background: make(chan func(context.Context), 1024),
 	}
@@ -151,7 +153,8 @@ func newRedisState(opts *redis.UniversalOptions, prefix string, timeout time.Dur
 	rs.setModeGauge()
 	ctx, stop := context.WithCancel(context.Background())
 	rs.stop = stop
-	rs.done.Add(4)
+	rs.done.Add(5)
+	go rs.watchdog(ctx)
 	go rs.finisher(ctx)
 	go rs.refresher(ctx)
 	go rs.backgroundWorker(ctx)
@@ -177,10 +180,25 @@ func (rs *redisState) call(f func(ctx context.Context) error) error {
 // key names a key of this state.
 func (rs *redisState) key(kind, id string) string { return rs.tag + ":" + kind + ":" + id }
 
-// failed notes that Redis did not answer: from now on the instance serves
-// from memory (or refuses), until a ping succeeds.
+// failed notes that a call to Redis failed: the refresher pings Redis at
+// once, and only a failed ping puts the instance in local (or reject)
+// mode. One slow answer on a loaded machine is not an outage; treating it
+// as one would have this instance reserve on its own share while the
+// others still use the whole limits in Redis.
 func (rs *redisState) failed(err error) {
-	if err == nil || rs.down.Swap(true) {
+	if err == nil || rs.down.Load() {
+		return
+	}
+	select {
+	case rs.check <- err:
+	default:
+	}
+}
+
+// goLocal puts the instance in local (or reject) mode: Redis did not
+// answer a ping.
+func (rs *redisState) goLocal(err error) {
+	if rs.down.Swap(true) {
 		return
 	}
 	rs.enterLocal()
@@ -424,19 +442,25 @@ func (rs *redisState) refresher(ctx context.Context) {
 				back := rs.leaveLocal(c)
 				cancel()
 				if !back {
+					// Requests whose reservation failed as Redis went
+					// away wait for a release; local mode is one.
+					capacityReleased()
 					continue
 				}
 				lastBeat, lastHealth = time.Time{}, time.Time{}
 			}
+			// A failed step ends the round: the watchdog is checking.
 			if now.Sub(lastBeat) >= heartbeat {
-				if rs.beat(ctx) {
-					lastBeat = now
+				if !rs.beat(ctx) {
+					continue
 				}
+				lastBeat = now
 			}
 			if now.Sub(lastHealth) >= healthRefresh {
-				if rs.refreshHealth(ctx) {
-					lastHealth = now
+				if !rs.refreshHealth(ctx) {
+					continue
 				}
+				lastHealth = now
 			}
 			rs.refreshMirrors(ctx)
 		}
@@ -471,6 +495,29 @@ func (rs *redisState) refreshMirrors(ctx context.Context) {
 	}
 	rs.mu.Unlock()
 	capacityReleased()
+}
+
+// watchdog pings Redis when a call failed, and puts the instance in
+// local (or reject) mode when the ping fails too. It is a goroutine of its
+// own so that the refresher's slow rounds never delay it.
+func (rs *redisState) watchdog(ctx context.Context) {
+	defer rs.done.Done()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case err := <-rs.check:
+			if rs.down.Load() {
+				continue
+			}
+			c, cancel := context.WithTimeout(ctx, 2*rs.timeout)
+			perr := rs.client.Ping(c).Err()
+			cancel()
+			if perr != nil && ctx.Err() == nil {
+				rs.goLocal(fmt.Errorf("%w (after: %v)", perr, err))
+			}
+		}
+	}
 }
 
 // beat records this instance alive and counts the instances alive.

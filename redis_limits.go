@@ -104,8 +104,10 @@ func (rs *redisState) reserve(now time.Time, tokens int64, key, client *limit.Li
 		return err
 	})
 	if err != nil {
+		// No answer in time: this try fails (the request waits and tries
+		// again) and Redis is pinged; only a failed ping means local mode.
 		rs.failed(err)
-		return rs.reserveLocal(now, tokens, ms, key, client)
+		return reservation{}, false
 	}
 	rs.mu.Lock()
 	for i, m := range ms {
