@@ -36,3 +36,27 @@ func TestSharedTable(t *testing.T) {
 		}
 	}
 }
+
+func TestAuxCPUNote(t *testing.T) {
+	dir := t.TempDir()
+	tsv := "case\tlabel\ttarget\trequests\tseconds\trps\tp50_us\tp99_us\tp999_us\terrors\tcpu_ticks\tclk_tck\trss_kb\tnote\taux_cpu_ticks\taux_name\n" +
+		"g\tg. redis\tdirect\t1000\t1\t1000\t1000\t2000\t3000\t0\t-1\t100\t-1\t\t-1\t\n" +
+		"g\tg. redis\treverse_proxy\t1000\t1\t1000\t1000\t2000\t3000\t0\t20\t100\t1024\t\t-1\t\n" +
+		"g\tg. redis\trelay+redis\t1000\t1\t1000\t1000\t2000\t3000\t0\t20\t100\t1024\t\t10\tredis-server\n"
+	path := filepath.Join(dir, "results.tsv")
+	if err := os.WriteFile(path, []byte(tsv), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := readRows(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	table := renderTable(rows, nil, nil)
+	want := "- g. redis, relay+redis: redis-server used 0.100 CPU s / 1k req besides the proxy's (not in the CPU column); proxy + redis-server: 0.300 s / 1k req, 1.50× reverse_proxy's"
+	if !strings.Contains(table, want) {
+		t.Errorf("table lacks %q:\n%s", want, table)
+	}
+	if strings.Count(table, "besides the proxy's") != 1 {
+		t.Errorf("an aux note for a row without aux CPU:\n%s", table)
+	}
+}
