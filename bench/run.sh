@@ -444,6 +444,15 @@ start_redis() {
 	die "redis-server does not answer on port $p; see ${OUT#"$ROOT"/}/logs/$id-redis.log"
 }
 
+# redis_commands: Redis's total_commands_processed (INFO stats).
+redis_commands() {
+	(
+		exec 3<>"/dev/tcp/127.0.0.1/$REDIS_PORT" || exit 1
+		printf 'INFO stats\r\nQUIT\r\n' >&3
+		timeout 2 cat <&3
+	) 2>/dev/null | sed -n 's/^total_commands_processed:\([0-9]*\).*/\1/p'
+}
+
 # state_block PREFIX: the relays' `state redis` block.
 state_block() {
 	printf 'state redis {\n\t\t\taddress 127.0.0.1:%s\n\t\t\tprefix %s\n\t\t\ttimeout %s\n\t\t\ton_error %s\n\t\t}' \
@@ -801,6 +810,8 @@ run_shared_stack() {
 	local cpu0=() cpu1=() rcpu0 rcpu1
 	for p in "${pids[@]}"; do cpu0+=("$(cpu_ticks "$p")"); done
 	rcpu0=$(cpu_ticks "$REDIS_PID")
+	local rcmd0 rcmd1
+	rcmd0=$(redis_commands)
 	# The upstream's 2xx are counted in the central part of the measurement
 	# (a margin of a quarter of it, at most 1 s, at each end), where every
 	# instance is loaded: no edge where the buckets refill unused.
@@ -818,6 +829,7 @@ run_shared_stack() {
 	wait "$sampler" || die "the upstream's stats could not be read"
 	for p in "${pids[@]}"; do cpu1+=("$(cpu_ticks "$p" 2>/dev/null)") || return 2; done
 	rcpu1=$(cpu_ticks "$REDIS_PID" 2>/dev/null) || return 2
+	rcmd1=$(redis_commands)
 	stack_alive || return 2
 	local final
 	final=$(fake_stats)
@@ -841,7 +853,11 @@ run_shared_stack() {
 			$((cpu1[i] - cpu0[i])) -1 -1 -1 "$note"
 		log "   relay-$((i + 1)) (${conns[i]} conns): $rps req/s, p50 $(field p50_us "$line") µs, p99 $(field p99_us "$line") µs, errors $errors"
 	done
-	shared_row redis-server -1 "$sum" "$DUR" -1 -1 -1 -1 -1 $((rcpu1 - rcpu0)) -1 -1 -1
+	local cmdnote=
+	if [[ -n $rcmd0 && -n $rcmd1 ]] && ((sum > 0)); then
+		cmdnote="$((rcmd1 - rcmd0)) Redis commands over the measurement (total_commands_processed: every command of a pipeline and every call inside a script counts), $(awk -v c=$((rcmd1 - rcmd0)) -v n="$sum" 'BEGIN {printf "%.1f", c / n}') per answer"
+	fi
+	shared_row redis-server -1 "$sum" "$DUR" -1 -1 -1 -1 -1 $((rcpu1 - rcpu0)) -1 -1 -1 "$cmdnote"
 	local window served win_rps
 	window=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.3f", b - a}')
 	served=$((s1 - s0))
