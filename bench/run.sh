@@ -23,7 +23,22 @@
 #              (fakeopenai -chunk-delay 1s): the proxy's VmRSS idle and with
 #              all of them open, and the difference per stream (a table of
 #              its own, below the first)
+#   g          case a at BENCH_REDIS_CONNS (128) connections against a fourth
+#              target, relay+redis: the same relay config plus `state redis`
+#              on a redis-server of its own (loopback), so that reverse_proxy,
+#              the relay in memory and the relay on Redis are measured in one
+#              run; redis-server's CPU is reported apart (a note per row)
+#   h          three relay instances (BENCH_SHARED_CONNS: 64, 32 and 32 wrk
+#              connections) with the same `state redis` prefix in front of one
+#              fakeopenai whose BENCH_SHARED_KEYS keys have limits
+#              (BENCH_SHARED_RPM, BENCH_SHARED_TPM), all under load at once:
+#              each instance's throughput and CPU, redis-server's CPU, the
+#              upstream's 2xx rate in the central part of the run against the
+#              pool's capacity, and its 429s (must be 0); a table of its own
 #
+# Cases g and h start redis-server from PATH (--save "" --appendonly no, on
+# the first free port from BENCH_PORT_BASE+10) and stop it at the end of the
+# case; without redis-server they are skipped with a note.
 # For each target: req/s, p50/p99/p99.9, CPU seconds of the proxy process per
 # 1,000 requests (utime+stime from /proc/PID/stat) and its peak RSS (VmHWM
 # from /proc/PID/status, reset after the warm-up through clear_refs). The
@@ -62,7 +77,16 @@
 # chunks, default 1), BENCH_STREAMS_OPEN_TIMEOUT (case f: seconds allowed for
 # all the streams to get their first event, default 120), BENCH_STREAMS_SOURCES
 # (case f: spread the load generator's connections over 127.0.0.1..N, for
-# when loopback ephemeral ports run out; default 1).
+# when loopback ephemeral ports run out; default 1), BENCH_REDIS_CONNS (case
+# g, default 128), BENCH_REDIS_TIMEOUT (the relays' `state redis` timeout,
+# default 1s: at the relay's default of 50ms, a relay saturated on a CPU it
+# shares with redis-server times out on Redis now and then, and with reject
+# answers 503s, which then dominate the figures), BENCH_REDIS_ON_ERROR (default reject, so
+# that a relay which loses Redis shows errors instead of quietly measuring
+# local mode), BENCH_SHARED_KEYS (case h, default 10), BENCH_SHARED_RPM
+# (default 3000 per key), BENCH_SHARED_TPM (default 1000000 per key, so that
+# RPM is the limit that binds), BENCH_SHARED_CONNS (default "64 32 32": one
+# number per instance).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -78,7 +102,7 @@ else
 	WARM=${BENCH_WARMUP:-2}
 	WRITE_DOC=${BENCH_WRITE_DOC:-1}
 fi
-CASES=${BENCH_CASES:-"a32 a128 b c d e f"}
+CASES=${BENCH_CASES:-"a32 a128 b c d e f g h"}
 REPEAT=${BENCH_REPEAT:-1}
 KEYS=${BENCH_KEYS:-10}
 BIG_KEYS=${BENCH_BIG_KEYS:-1000}
@@ -105,6 +129,13 @@ STREAMS=${BENCH_STREAMS:-10000}
 STREAMS_CHUNK_DELAY=${BENCH_STREAMS_CHUNK_DELAY:-1}
 STREAMS_OPEN_TIMEOUT=${BENCH_STREAMS_OPEN_TIMEOUT:-120}
 STREAMS_SOURCES=${BENCH_STREAMS_SOURCES:-1}
+REDIS_CONNS=${BENCH_REDIS_CONNS:-128}
+REDIS_TIMEOUT=${BENCH_REDIS_TIMEOUT:-1s}
+REDIS_ON_ERROR=${BENCH_REDIS_ON_ERROR:-reject}
+SHARED_KEYS=${BENCH_SHARED_KEYS:-10}
+SHARED_RPM=${BENCH_SHARED_RPM:-3000}
+SHARED_TPM=${BENCH_SHARED_TPM:-1000000}
+SHARED_CONNS=${BENCH_SHARED_CONNS:-"64 32 32"}
 # The upstream's streams must outlast the opening (bounded by the open
 # timeout), the settling and the RSS samples; the load generator closes them
 # once it has measured.
@@ -115,6 +146,8 @@ RP_PORT=$((PORT_BASE + 1))
 RELAY_PORT=$((PORT_BASE + 2))
 RP_ADMIN_PORT=$((PORT_BASE + 3))    # case f only
 RELAY_ADMIN_PORT=$((PORT_BASE + 4)) # case f only
+REDIS_RELAY_PORT=$((PORT_BASE + 5)) # case g: relay+redis; case h: the first of the instances
+REDIS_PORT_FIRST=$((PORT_BASE + 10)) # cases g and h: the first port tried for redis-server
 CLIENT_KEY=rk-bench-client
 DIRECT_KEY=sk-bench-direct
 
@@ -123,6 +156,7 @@ STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 OUT=$ROOT/bench/results/$STAMP
 RESULTS=$OUT/results.tsv
 STREAMS_RESULTS=$OUT/streams.tsv
+SHARED_RESULTS=$OUT/shared.tsv
 mkdir -p "$OUT/logs" "$OUT/xdg"
 # Caddy's autosave and storage stay inside the results directory.
 export XDG_CONFIG_HOME=$OUT/xdg/config XDG_DATA_HOME=$OUT/xdg/data
@@ -174,6 +208,7 @@ forget() {
 
 stop_stack() {
 	cleanup
+	STACK_PIDS=()
 	sleep 0.3 # let the ports go
 }
 
@@ -207,13 +242,16 @@ CLK_TCK=$(getconf CLK_TCK)
 # field NAME LINE: the value of NAME=value in LINE.
 field() { sed -n "s/.*\b$1=\([^ ]*\).*/\1/p" <<<"$2"; }
 
-row() { # case label target requests seconds rps p50 p99 p999 errors cpu_ticks rss_kb note
-	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
-		"$1" "$2" "$3" "$4" "$5" "$6" "$7" "$8" "$9" "${10}" "${11}" "$CLK_TCK" "${12}" "${13:-}" >>"$RESULTS"
+row() { # case label target requests seconds rps p50 p99 p999 errors cpu_ticks rss_kb note [aux_cpu_ticks aux_name]
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+		"$1" "$2" "$3" "$4" "$5" "$6" "$7" "$8" "$9" "${10}" "${11}" "$CLK_TCK" "${12}" "${13:-}" "${14:--1}" "${15:-}" >>"$RESULTS"
 }
 
-# target NAME sets URL, AUTH and PID (of the proxy process; empty for direct).
+# target NAME sets URL, AUTH and PID (of the proxy process; empty for
+# direct), and AUX_PID and AUX_NAME (a process the proxy depends on, whose
+# CPU is measured too: redis-server for relay+redis; else empty).
 target() {
+	AUX_PID= AUX_NAME= AUX_LOG=
 	case $1 in
 	direct)
 		URL=http://127.0.0.1:$FAKE_PORT/v1/chat/completions AUTH="Bearer $DIRECT_KEY" PID=
@@ -224,13 +262,18 @@ target() {
 	relay | relay+cache)
 		URL=http://127.0.0.1:$RELAY_PORT/v1/chat/completions AUTH="Bearer $CLIENT_KEY" PID=$RELAY_PID
 		;;
+	relay+redis)
+		URL=http://127.0.0.1:$REDIS_RELAY_PORT/v1/chat/completions AUTH="Bearer $CLIENT_KEY" PID=$REDIS_RELAY_PID
+		AUX_PID=$REDIS_PID AUX_NAME=redis-server AUX_LOG=$REDIS_RELAY_LOG
+		;;
 	esac
 }
 
-# stack_alive: whether the three servers of the current stack still run.
+# stack_alive: whether the servers of the current stack (STACK_PIDS) still run.
+STACK_PIDS=()
 stack_alive() {
 	local pid
-	for pid in "$FAKE_PID" "$RP_PID" "$RELAY_PID"; do
+	for pid in "${STACK_PIDS[@]+"${STACK_PIDS[@]}"}"; do
 		kill -0 "$pid" 2>/dev/null || return 1
 	done
 }
@@ -251,10 +294,15 @@ measure() {
 			-rate "$arg" -duration "${WARM}s" >/dev/null 2>&1 || true
 	fi
 	stack_alive || return 2
-	local cpu0=-1 cpu1=-1 rss=-1
+	local cpu0=-1 cpu1=-1 rss=-1 aux0=-1 aux1=-1
 	if [[ -n $PID ]]; then
 		reset_peak_rss "$PID"
 		cpu0=$(cpu_ticks "$PID")
+	fi
+	local lost0=0
+	if [[ -n $AUX_PID ]]; then
+		aux0=$(cpu_ticks "$AUX_PID")
+		lost0=$(redis_losses "$AUX_LOG")
 	fi
 	if [[ $mode == wrk ]]; then
 		BENCH_BODY_FILE=$body BENCH_AUTH=$AUTH "${LOAD_PIN[@]}" wrk -t "$THREADS" -c "$arg" -d "${DUR}s" --timeout 5s \
@@ -266,6 +314,9 @@ measure() {
 	if [[ -n $PID ]]; then
 		cpu1=$(cpu_ticks "$PID" 2>/dev/null) || return 2
 		rss=$(peak_rss_kb "$PID" 2>/dev/null) || return 2
+	fi
+	if [[ -n $AUX_PID ]]; then
+		aux1=$(cpu_ticks "$AUX_PID" 2>/dev/null) || return 2
 	fi
 	stack_alive || return 2
 	line=$(grep '^RESULT' "$out") || die "no result from $mode for $tgt; see ${out#"$ROOT"/}"
@@ -282,11 +333,16 @@ measure() {
 		errors=$(($(field errors "$line") + $(field non2xx "$line") + $(field dropped "$line")))
 		note="open loop at $arg req/s; generator lag p99 $(field sched_p99_us "$line") µs"
 	fi
-	local cpu=-1
+	local cpu=-1 aux=-1
 	[[ -n $PID ]] && cpu=$((cpu1 - cpu0))
+	if [[ -n $AUX_PID ]]; then
+		aux=$((aux1 - aux0))
+		local lost=$(($(redis_losses "$AUX_LOG") - lost0))
+		((lost == 0)) || note="${note:+$note; }the relay logged losing Redis $lost times during the measurement (on_error $REDIS_ON_ERROR; see ${AUX_LOG#"$ROOT"/})"
+	fi
 	row "$id" "$label" "$tgt" "$requests" "$seconds" "$rps" \
 		"$(field p50_us "$line")" "$(field p99_us "$line")" "$(field p999_us "$line")" \
-		"$errors" "$cpu" "$rss" "$note"
+		"$errors" "$cpu" "$rss" "$note" "$aux" "$AUX_NAME"
 	log "   $rps req/s, p50 $(field p50_us "$line") µs, p99 $(field p99_us "$line") µs, errors $errors"
 }
 
@@ -320,10 +376,15 @@ $(transport_block $'\t\t')
 EOF
 }
 
-# write_relay_config FILE NKEYS [CACHE] [ADMIN_ADDR]
+# write_relay_config FILE NKEYS [CACHE] [ADMIN_ADDR] [PORT] [STATE] [KEYS_FILE]:
+# STATE is a `state` block (cases g and h), KEYS_FILE a keys_file of the
+# caller's (case h: keys with limits) instead of NKEYS keys without limits.
 write_relay_config() {
-	local file=$1 keys=$2 cache=${3:-} admin=${4:-}
-	write_keys "$keys" "$OUT/keys-$keys.txt"
+	local file=$1 keys=$2 cache=${3:-} admin=${4:-} port=${5:-$RELAY_PORT} state=${6:-} keys_file=${7:-}
+	if [[ -z $keys_file ]]; then
+		keys_file=$OUT/keys-$keys.txt
+		write_keys "$keys" "$keys_file"
+	fi
 	cat >"$file" <<EOF
 {
 	$(admin_directive "$admin")
@@ -331,20 +392,97 @@ write_relay_config() {
 		level ERROR
 	}
 }
-http://127.0.0.1:$RELAY_PORT {
+http://127.0.0.1:$port {
 	openai_relay {
 		client bench {
 			key $CLIENT_KEY
 		}
 		upstream fake {
 			url http://127.0.0.1:$FAKE_PORT/v1
-			keys_file $OUT/keys-$keys.txt
+			keys_file $keys_file
 $(transport_block $'\t\t\t')
 		}
 		${cache}
+		${state}
 	}
 }
 EOF
+}
+
+# ---------------------------------------------------------------- Redis (cases g, h)
+have_redis() { command -v redis-server >/dev/null; }
+
+# redis_cmd CMD: the first line of Redis's answer to the inline command CMD.
+redis_cmd() {
+	(
+		exec 3<>"/dev/tcp/127.0.0.1/$REDIS_PORT" || exit 1
+		printf '%s\r\n' "$1" >&3
+		IFS= read -r -t 2 r <&3 || exit 1
+		printf '%s\n' "${r%$'\r'}"
+	) 2>/dev/null
+}
+
+# start_redis ID: redis-server from PATH, without persistence, on the first
+# free port from REDIS_PORT_FIRST; sets REDIS_PID and REDIS_PORT and adds it
+# to the stack (stop_stack ends it).
+start_redis() {
+	local id=$1 p=$REDIS_PORT_FIRST i
+	while ! port_free "$p"; do
+		p=$((p + 1))
+		((p < REDIS_PORT_FIRST + 100)) || die "no free port for redis-server from $REDIS_PORT_FIRST"
+	done
+	REDIS_PORT=$p
+	mkdir -p "$OUT/redis-$id"
+	start "$id-redis" "${SERVER_PIN[@]}" redis-server --save "" --appendonly no --port "$p" --bind 127.0.0.1 --dir "$OUT/redis-$id"
+	REDIS_PID=$STARTED_PID
+	STACK_PIDS+=("$REDIS_PID")
+	for ((i = 0; i < 100; i++)); do
+		[[ $(redis_cmd PING) == +PONG ]] && return
+		kill -0 "$REDIS_PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	die "redis-server does not answer on port $p; see ${OUT#"$ROOT"/}/logs/$id-redis.log"
+}
+
+# redis_commands: Redis's total_commands_processed (INFO stats).
+redis_commands() {
+	(
+		exec 3<>"/dev/tcp/127.0.0.1/$REDIS_PORT" || exit 1
+		printf 'INFO stats\r\nQUIT\r\n' >&3
+		timeout 2 cat <&3
+	) 2>/dev/null | sed -n 's/^total_commands_processed:\([0-9]*\).*/\1/p'
+}
+
+# state_block PREFIX: the relays' `state redis` block.
+state_block() {
+	printf 'state redis {\n\t\t\taddress 127.0.0.1:%s\n\t\t\tprefix %s\n\t\t\ttimeout %s\n\t\t\ton_error %s\n\t\t}' \
+		"$REDIS_PORT" "$1" "$REDIS_TIMEOUT" "$REDIS_ON_ERROR"
+}
+
+# redis_used: fail unless the relays have written keys into Redis.
+redis_used() {
+	local n
+	n=$(redis_cmd DBSIZE)
+	[[ $n =~ ^:([0-9]+)$ ]] && ((BASH_REMATCH[1] > 0)) ||
+		die "the relay on state redis wrote nothing into Redis (DBSIZE: ${n:-no answer})"
+}
+
+# redis_losses LOG...: how many times the relays logged losing Redis.
+redis_losses() { cat "$@" 2>/dev/null | grep -c 'Redis is unreachable' || true; }
+
+# start_redis_relay ID: redis-server and, on it, the relay of case g
+# (relay+redis): the relay's config plus `state redis`.
+start_redis_relay() {
+	local id=$1
+	port_free "$REDIS_RELAY_PORT" || die "port $REDIS_RELAY_PORT is in use (set BENCH_PORT_BASE)"
+	start_redis "$id"
+	write_relay_config "$OUT/relay-redis.Caddyfile" "$KEYS" "" "" "$REDIS_RELAY_PORT" "$(state_block "bench-$id")"
+	start "$id-relay+redis" "${SERVER_PIN[@]}" "$BIN/caddy" run --config "$OUT/relay-redis.Caddyfile" --adapter caddyfile
+	REDIS_RELAY_PID=$STARTED_PID
+	REDIS_RELAY_LOG=$OUT/logs/$id-relay+redis.log
+	STACK_PIDS+=("$REDIS_RELAY_PID")
+	"$BIN/loadgen" wait -url "http://127.0.0.1:$REDIS_RELAY_PORT/" -timeout 20s ||
+		die "nothing answers on port $REDIS_RELAY_PORT; see $OUT/logs/$id-*.log"
 }
 
 # start_stack ID CHUNKS RELAY_CONFIG [RP_CONFIG [FAKE_FLAG...]]: the fake
@@ -361,6 +499,7 @@ start_stack() {
 	RP_PID=$STARTED_PID
 	start "$id-relay" "${SERVER_PIN[@]}" "$BIN/caddy" run --config "$relay_config" --adapter caddyfile
 	RELAY_PID=$STARTED_PID
+	STACK_PIDS=("$FAKE_PID" "$RP_PID" "$RELAY_PID")
 	for p in "$FAKE_PORT" "$RP_PORT" "$RELAY_PORT"; do
 		"$BIN/loadgen" wait -url "http://127.0.0.1:$p/" -timeout 20s ||
 			die "nothing answers on port $p; see $OUT/logs/$id-*.log"
@@ -385,6 +524,10 @@ run_case() {
 		run_streams_case
 		return
 	fi
+	if [[ $1 == h ]]; then
+		run_shared_case
+		return
+	fi
 	local id=$1 label= targets= conns=0 chunks=5 body=$OUT/chat.json keys=$KEYS relay_config=$OUT/relay.Caddyfile
 	case $id in
 	a32) label="a. non-stream, 32 conns" conns=32 ;;
@@ -393,6 +536,7 @@ run_case() {
 	c) label="c. stream, 50 chunks, 32 conns" conns=32 chunks=$STREAM_CHUNKS body=$OUT/stream.json ;;
 	d) label="d. $BIG_KEYS keys, 128 conns" conns=128 keys=$BIG_KEYS relay_config=$OUT/relay-$BIG_KEYS.Caddyfile ;;
 	e) label="e. cache hits, 128 conns" conns=128 relay_config=$OUT/relay-cache.Caddyfile ;;
+	g) label="g. relay on state redis, $REDIS_CONNS conns" conns=$REDIS_CONNS ;;
 	*) die "unknown case $id" ;;
 	esac
 
@@ -410,6 +554,14 @@ run_case() {
 			return
 		fi
 		targets="direct reverse_proxy relay+cache"
+	elif [[ $id == g ]]; then
+		if ! have_redis; then
+			log "$label: skipped, redis-server is not in PATH"
+			row "$id" "$label" skipped 0 0 0 -1 -1 -1 0 -1 -1 "redis-server is not in PATH (apt-get install redis-server)"
+			return
+		fi
+		write_relay_config "$relay_config" "$keys"
+		targets="direct reverse_proxy relay relay+redis"
 	else
 		write_relay_config "$relay_config" "$keys"
 		targets="direct reverse_proxy relay"
@@ -435,6 +587,7 @@ run_stack() {
 	local id=$1 label=$2 targets=$3 conns=$4 chunks=$5 body=$6 relay_config=$7
 	log "case $label: starting the stack"
 	start_stack "$id" "$chunks" "$relay_config"
+	[[ $id == g ]] && start_redis_relay "$id"
 	local contains='"chat.completion"'
 	[[ $id == c ]] && contains='[DONE]'
 	local t
@@ -445,6 +598,7 @@ run_stack() {
 			check_target "$t" "$body" -contains "$contains"
 		fi
 	done
+	[[ $id == g ]] && redis_used
 
 	if [[ $id == b ]]; then
 		local sat rate
@@ -549,6 +703,178 @@ run_streams_stack() {
 	done
 }
 
+# ---------------------------------------------------------------- case h
+# shared_row TARGET CONNS REQUESTS SECONDS RPS P50 P99 P999 ERRORS CPU_TICKS CAPACITY 429 429_WINDOW NOTE
+shared_row() {
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$SHARED_ID" "$SHARED_LABEL" \
+		"$1" "$2" "$3" "$4" "$5" "$6" "$7" "$8" "$9" "${10}" "$CLK_TCK" "${11}" "${12}" "${13}" "${14:-}" >>"$SHARED_RESULTS"
+}
+
+# fake_stats: "served rate_limited" from the fake's /_fake/stats (-stats).
+fake_stats() {
+	local body
+	body=$( (
+		exec 3<>"/dev/tcp/127.0.0.1/$FAKE_PORT" || exit 1
+		printf 'GET /_fake/stats HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3
+		cat <&3
+	) 2>/dev/null | tail -1)
+	[[ $body =~ \"served\":([0-9]+) ]] || die "no stats from the fake upstream: $body"
+	local served=${BASH_REMATCH[1]}
+	[[ $body =~ \"rate_limited\":([0-9]+) ]] || die "no stats from the fake upstream: $body"
+	echo "$served ${BASH_REMATCH[1]}"
+}
+
+# run_shared_case: case h, three (BENCH_SHARED_CONNS) relay instances on one
+# Redis prefix in front of one upstream whose keys have limits, all loaded
+# at once; one row per instance, one for redis-server and one for the
+# upstream in shared.tsv.
+run_shared_case() {
+	local conns total=0 c
+	read -r -a conns <<<"$SHARED_CONNS"
+	for c in "${conns[@]}"; do total=$((total + c)); done
+	SHARED_ID=h
+	SHARED_LABEL="h. ${#conns[@]} relays on one Redis, $total conns"
+	if ! have_redis; then
+		log "$SHARED_LABEL: skipped, redis-server is not in PATH"
+		shared_row skipped -1 0 0 0 -1 -1 -1 0 -1 -1 -1 -1 "redis-server is not in PATH (apt-get install redis-server)"
+		return
+	fi
+	local attempt rc
+	for attempt in 1 2 3; do
+		rc=0
+		run_shared_stack "${conns[@]}" || rc=$?
+		stop_stack
+		((rc == 2)) || return "$rc"
+		log "case $SHARED_LABEL: a server died during the case (killed from outside?); starting it again"
+		awk -F'\t' -v id="$SHARED_ID" 'NR == 1 || $1 != id' "$SHARED_RESULTS" >"$SHARED_RESULTS.tmp" && mv "$SHARED_RESULTS.tmp" "$SHARED_RESULTS"
+	done
+	die "case $SHARED_LABEL: a server died three times; see ${OUT#"$ROOT"/}/logs"
+}
+
+# run_shared_stack CONNS...: one attempt at case h; returns 2 when a server died.
+run_shared_stack() {
+	local id=$SHARED_ID conns=("$@") n=$# i p
+	local ports=() pids=() logs=()
+	for ((i = 0; i < n; i++)); do ports+=($((REDIS_RELAY_PORT + i))); done
+	for p in "$FAKE_PORT" "${ports[@]}"; do
+		port_free "$p" || die "port $p is in use (set BENCH_PORT_BASE)"
+	done
+	local keys_file=$OUT/keys-shared.txt
+	awk -v n="$SHARED_KEYS" -v r="$SHARED_RPM" -v t="$SHARED_TPM" 'BEGIN { for (i = 1; i <= n; i++) printf "sk-bench-%05d rpm=%d tpm=%d\n", i, r, t }' >"$keys_file"
+	local capacity
+	capacity=$(awk -v k="$SHARED_KEYS" -v r="$SHARED_RPM" 'BEGIN {printf "%.1f", k * r / 60}')
+	log "case $SHARED_LABEL: starting the stack ($SHARED_KEYS keys × $SHARED_RPM RPM = $capacity req/s)"
+	start "$id-fake" "${SERVER_PIN[@]}" "$BIN/fakeopenai" -addr "127.0.0.1:$FAKE_PORT" -stats \
+		-keys "$(awk '{print $1}' "$keys_file" | paste -sd,)" -rpm "$SHARED_RPM" -tpm "$SHARED_TPM"
+	FAKE_PID=$STARTED_PID
+	STACK_PIDS=("$FAKE_PID")
+	start_redis "$id"
+	for ((i = 0; i < n; i++)); do
+		write_relay_config "$OUT/relay-shared-$((i + 1)).Caddyfile" 0 "" "" "${ports[i]}" "$(state_block "bench-$id")" "$keys_file"
+		start "$id-relay-$((i + 1))" "${SERVER_PIN[@]}" "$BIN/caddy" run --config "$OUT/relay-shared-$((i + 1)).Caddyfile" --adapter caddyfile
+		pids+=("$STARTED_PID")
+		logs+=("$OUT/logs/$id-relay-$((i + 1)).log")
+		STACK_PIDS+=("$STARTED_PID")
+	done
+	for p in "$FAKE_PORT" "${ports[@]}"; do
+		"$BIN/loadgen" wait -url "http://127.0.0.1:$p/" -timeout 20s ||
+			die "nothing answers on port $p; see $OUT/logs/$id-*.log"
+	done
+	for p in "${ports[@]}"; do
+		"$BIN/loadgen" check -url "http://127.0.0.1:$p/v1/chat/completions" -body-file "$OUT/chat.json" \
+			-H "Authorization: Bearer $CLIENT_KEY" -contains '"chat.completion"' >/dev/null ||
+			die "the relay on port $p does not answer as it should"
+	done
+	redis_used
+	local threads=$((THREADS / n))
+	((threads >= 1)) || threads=1
+
+	# load PHASE SECONDS: wrk at every instance at once, with its share of
+	# the connections; waits for all of them.
+	load() {
+		local phase=$1 secs=$2 lp=() j
+		for ((j = 0; j < n; j++)); do
+			BENCH_BODY_FILE=$OUT/chat.json BENCH_AUTH="Bearer $CLIENT_KEY" start "$id-wrk-$phase-$((j + 1))-r${REP_I:-0}" \
+				"${LOAD_PIN[@]}" wrk -t "$threads" -c "${conns[j]}" -d "${secs}s" --timeout 5s \
+				-s "$ROOT/bench/wrk/chat.lua" "http://127.0.0.1:${ports[j]}/v1/chat/completions"
+			lp+=("$STARTED_PID")
+		done
+		for j in "${lp[@]}"; do
+			wait "$j" || true
+			forget "$j"
+		done
+	}
+	log "$SHARED_LABEL: warm-up, ${WARM}s (connections ${conns[*]})"
+	load warmup "$WARM"
+	stack_alive || return 2
+	local cpu0=() cpu1=() rcpu0 rcpu1
+	for p in "${pids[@]}"; do cpu0+=("$(cpu_ticks "$p")"); done
+	rcpu0=$(cpu_ticks "$REDIS_PID")
+	local rcmd0 rcmd1
+	rcmd0=$(redis_commands)
+	# The upstream's 2xx are counted in the central part of the measurement
+	# (a margin of a quarter of it, at most 1 s, at each end), where every
+	# instance is loaded: no edge where the buckets refill unused.
+	local margin t0 t1 s0 s1
+	margin=$(awk -v d="$DUR" 'BEGIN {m = d / 4; if (m > 1) m = 1; printf "%.3f", m}')
+	log "$SHARED_LABEL: ${DUR}s measured"
+	(
+		sleep "$margin"
+		echo "$(date +%s.%N) $(fake_stats)" >"$OUT/shared-stats0"
+		sleep "$(awk -v d="$DUR" -v m="$margin" 'BEGIN {printf "%.3f", d - 2 * m}')"
+		echo "$(date +%s.%N) $(fake_stats)" >"$OUT/shared-stats1"
+	) &
+	local sampler=$!
+	load measure "$DUR"
+	wait "$sampler" || die "the upstream's stats could not be read"
+	for p in "${pids[@]}"; do cpu1+=("$(cpu_ticks "$p" 2>/dev/null)") || return 2; done
+	rcpu1=$(cpu_ticks "$REDIS_PID" 2>/dev/null) || return 2
+	rcmd1=$(redis_commands)
+	stack_alive || return 2
+	local final
+	final=$(fake_stats)
+	read -r t0 s0 l0 <"$OUT/shared-stats0"
+	read -r t1 s1 l1 <"$OUT/shared-stats1"
+
+	local out line requests seconds rps errors sum=0 lost
+	for ((i = 0; i < n; i++)); do
+		out=$OUT/logs/$id-wrk-measure-$((i + 1))-r${REP_I:-0}.log
+		line=$(grep '^RESULT' "$out") || die "no result from wrk for relay-$((i + 1)); see ${out#"$ROOT"/}"
+		requests=$(field requests "$line")
+		seconds=$(awk -v d="$(field duration_us "$line")" 'BEGIN {printf "%.3f", d / 1e6}')
+		rps=$(awk -v n="$requests" -v s="$seconds" 'BEGIN {printf "%.1f", n / s}')
+		errors=$(field errors "$line")
+		sum=$((sum + requests))
+		lost=$(redis_losses "${logs[i]}")
+		local note=
+		((lost == 0)) || note="the instance logged losing Redis $lost times (on_error $REDIS_ON_ERROR; see ${logs[i]#"$ROOT"/})"
+		shared_row "relay-$((i + 1))" "${conns[i]}" "$requests" "$seconds" "$rps" \
+			"$(field p50_us "$line")" "$(field p99_us "$line")" "$(field p999_us "$line")" "$errors" \
+			$((cpu1[i] - cpu0[i])) -1 -1 -1 "$note"
+		log "   relay-$((i + 1)) (${conns[i]} conns): $rps req/s, p50 $(field p50_us "$line") µs, p99 $(field p99_us "$line") µs, errors $errors"
+	done
+	local cmdnote=
+	if [[ -n $rcmd0 && -n $rcmd1 ]] && ((sum > 0)); then
+		cmdnote="$((rcmd1 - rcmd0)) Redis commands over the measurement (total_commands_processed: every command of a pipeline and every call inside a script counts), $(awk -v c=$((rcmd1 - rcmd0)) -v n="$sum" 'BEGIN {printf "%.1f", c / n}') per answer"
+	fi
+	shared_row redis-server -1 "$sum" "$DUR" -1 -1 -1 -1 -1 $((rcpu1 - rcpu0)) -1 -1 -1 "$cmdnote"
+	local window served win_rps
+	window=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.3f", b - a}')
+	served=$((s1 - s0))
+	win_rps=$(awk -v n="$served" -v w="$window" 'BEGIN {printf "%.1f", n / w}')
+	shared_row upstream -1 "$served" "$window" "$win_rps" -1 -1 -1 -1 -1 "$capacity" "${final#* }" $((l1 - l0)) \
+		"pool: $SHARED_KEYS keys × $SHARED_RPM RPM (and $SHARED_TPM TPM, which does not bind) = $capacity req/s, declared in the relays' keys_file and enforced by the fake (token buckets of 1 s; the relay's hold 0.9 s)"
+	log "   upstream: $win_rps req/s over the central ${window}s of a capacity of $capacity req/s ($(awk -v a="$win_rps" -v c="$capacity" 'BEGIN {printf "%.1f", 100 * a / c}')%); 429s: ${final#* } over the case"
+}
+
+redis_version() {
+	if have_redis; then
+		redis-server --version | sed -n 's/.* v=\([^ ]*\).*/redis-server \1/p'
+	else
+		echo "redis-server not in PATH"
+	fi
+}
+
 machine_info() {
 	local cpu commit kernel wrkv
 	cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
@@ -582,6 +908,8 @@ Run of $(date -u '+%Y-%m-%d %H:%M UTC'), \`make bench\` ($mode), commit $commit.
 | relay pool | 1 client key; $KEYS upstream keys without limits ($BIG_KEYS in case d) |
 | upstream | internal/fakeopenai \`-any-key\` (\`-chunks $STREAM_CHUNKS\` in case c; \`-chunks $STREAMS_CHUNKS -chunk-delay ${STREAMS_CHUNK_DELAY}s\` in case f) |
 | open-file limit | $NOFILE (case f needs about 2 per stream in each proxy) |
+| Redis (cases g, h) | $(redis_version) on 127.0.0.1, \`--save "" --appendonly no\`, on the servers' CPU; relays' \`state redis\` with \`timeout $REDIS_TIMEOUT\`, \`on_error $REDIS_ON_ERROR\` |
+| case h | instances with ${SHARED_CONNS// /, } wrk connections; $SHARED_KEYS keys × $SHARED_RPM RPM / $SHARED_TPM TPM in the fake and the relays' keys_file |
 
 Everything runs on 127.0.0.1 of one machine; compare the rows of one case
 with each other, not figures across runs or machines.
@@ -595,7 +923,8 @@ build
 printf '%s\n' '{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Hello, how are you today?"}],"max_tokens":64}' >"$OUT/chat.json"
 printf '%s\n' '{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"Tell me, in a few plain sentences, how a relay in front of an API spreads requests over a pool of keys and what it does when one of them is rate limited."}]}' >"$OUT/stream.json"
 write_rp_config
-printf 'case\tlabel\ttarget\trequests\tseconds\trps\tp50_us\tp99_us\tp999_us\terrors\tcpu_ticks\tclk_tck\trss_kb\tnote\n' >"$RESULTS"
+printf 'case\tlabel\ttarget\trequests\tseconds\trps\tp50_us\tp99_us\tp999_us\terrors\tcpu_ticks\tclk_tck\trss_kb\tnote\taux_cpu_ticks\taux_name\n' >"$RESULTS"
+printf 'case\tlabel\ttarget\tconns\trequests\tseconds\trps\tp50_us\tp99_us\tp999_us\terrors\tcpu_ticks\tclk_tck\tcapacity_rps\tupstream_429\tupstream_429_window\tnote\n' >"$SHARED_RESULTS"
 printf 'case\tlabel\ttarget\tn\topened\tfirst\theld\terrors\tended_early\topen_s\tttfe_p99_us\trss_idle_kb\trss_open_kb\tnote\n' >"$STREAMS_RESULTS"
 
 log "results in ${OUT#"$ROOT"/}; cases: $CASES"
@@ -606,7 +935,7 @@ done
 machine_info >"$OUT/machine.md"
 doc_flags=()
 [[ $WRITE_DOC == 1 ]] && doc_flags=(-doc "$ROOT/docs/benchmarks.md")
-"$BIN/loadgen" table -results "$RESULTS" -streams "$STREAMS_RESULTS" -machine "$OUT/machine.md" "${doc_flags[@]}" | tee "$OUT/table.md"
+"$BIN/loadgen" table -results "$RESULTS" -streams "$STREAMS_RESULTS" -shared "$SHARED_RESULTS" -machine "$OUT/machine.md" "${doc_flags[@]}" | tee "$OUT/table.md"
 if [[ $WRITE_DOC == 1 ]]; then
 	log "table written to docs/benchmarks.md"
 else

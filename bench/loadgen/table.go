@@ -14,10 +14,12 @@ import (
 // A results file is the TSV run.sh writes, one row per case and target,
 // with a header line naming the columns:
 //
-//	case label target requests seconds rps p50_us p99_us p999_us errors cpu_ticks clk_tck rss_kb note
+//	case label target requests seconds rps p50_us p99_us p999_us errors cpu_ticks clk_tck rss_kb note [aux_cpu_ticks aux_name]
 //
 // cpu_ticks and rss_kb are those of the proxy process (-1 for the direct
-// target, which has none). A case that did not run has one row with target
+// target, which has none). aux_cpu_ticks, when present and not -1, is the CPU
+// of a process the proxy depends on, named aux_name (redis-server in case g),
+// over the same measurement. A case that did not run has one row with target
 // "skipped" and the reason in note.
 
 type row struct {
@@ -29,6 +31,16 @@ type row struct {
 	cpuTicks, clkTck      float64
 	rssKB                 int64
 	note                  string
+	auxTicks              float64 // -1: none
+	auxName               string
+}
+
+// auxPer1k is the aux process's CPU seconds per 1,000 requests; -1 if none.
+func (r *row) auxPer1k() float64 {
+	if r.auxTicks < 0 || r.clkTck <= 0 || r.requests <= 0 {
+		return -1
+	}
+	return r.auxTicks / r.clkTck / float64(r.requests) * 1000
 }
 
 // cpuPer1k is the proxy's CPU seconds per 1,000 requests; -1 if unknown.
@@ -80,6 +92,7 @@ func readRows(path string) ([]*row, error) {
 			p50: num("p50_us"), p99: num("p99_us"), p999: num("p999_us"),
 			errors: int64(num("errors")), cpuTicks: num("cpu_ticks"), clkTck: num("clk_tck"),
 			rssKB: int64(num("rss_kb")), note: get("note"),
+			auxTicks: num("aux_cpu_ticks"), auxName: get("aux_name"),
 		})
 	}
 	if cols == nil {
@@ -125,8 +138,13 @@ func mergeRepeats(rows []*row) []*row {
 		m.p50 = median(func(r *row) float64 { return r.p50 })
 		m.p99 = median(func(r *row) float64 { return r.p99 })
 		m.p999 = median(func(r *row) float64 { return r.p999 })
-		m.requests, m.seconds, m.errors, m.cpuTicks = 0, 0, 0, 0
+		m.requests, m.seconds, m.errors, m.cpuTicks, m.auxTicks = 0, 0, 0, 0, 0
 		for _, r := range g {
+			if r.auxTicks < 0 || m.auxTicks < 0 {
+				m.auxTicks = -1
+			} else {
+				m.auxTicks += r.auxTicks
+			}
 			m.requests += r.requests
 			m.seconds += r.seconds
 			m.errors += r.errors
@@ -155,7 +173,7 @@ func signedMS(us float64) string {
 
 // renderTable is the markdown table of all rows, then the notes of skipped
 // cases and the targets of issue 5 as far as the rows measure them.
-func renderTable(rows []*row, streams []*streamRow) string {
+func renderTable(rows []*row, streams []*streamRow, shared []*sharedRow) string {
 	var b strings.Builder
 	b.WriteString("| case | target | req/s | p50 ms | p99 ms | p99.9 ms | added p50 / p99 over direct, ms | added p50 / p99 over reverse_proxy, ms | proxy CPU s / 1k req | proxy peak RSS MiB | req/s ÷ reverse_proxy | CPU/req ÷ reverse_proxy | errors |\n")
 	b.WriteString("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
@@ -199,6 +217,23 @@ func renderTable(rows []*row, streams []*streamRow) string {
 		if r.note != "" {
 			notes = append(notes, fmt.Sprintf("- %s, %s: %s", r.label, r.target, r.note))
 		}
+		if a := r.auxPer1k(); a >= 0 {
+			name := r.auxName
+			if name == "" {
+				name = "its helper process"
+			}
+			n := fmt.Sprintf("- %s, %s: %s used %.3f CPU s / 1k req besides the proxy's (not in the CPU column)", r.label, r.target, name, a)
+			if c, rc := r.cpuPer1k(), -1.0; c >= 0 {
+				if rp != nil {
+					rc = rp.cpuPer1k()
+				}
+				n += fmt.Sprintf("; proxy + %s: %.3f s / 1k req", name, c+a)
+				if rc > 0 {
+					n += fmt.Sprintf(", %.2f× reverse_proxy's", (c+a)/rc)
+				}
+			}
+			notes = append(notes, n)
+		}
 	}
 	if len(notes) > 0 {
 		b.WriteString("\n")
@@ -207,6 +242,9 @@ func renderTable(rows []*row, streams []*streamRow) string {
 	}
 	if len(streams) > 0 {
 		b.WriteString("\n" + renderStreams(streams))
+	}
+	if len(shared) > 0 {
+		b.WriteString("\n" + renderShared(shared))
 	}
 	b.WriteString("\n" + renderTargets(byCase, streams))
 	return b.String()
@@ -278,6 +316,7 @@ func cmdTable(args []string) error {
 	fs := flag.NewFlagSet("table", flag.ExitOnError)
 	results := fs.String("results", "", "results TSV (required)")
 	streamsFile := fs.String("streams", "", "results TSV of the open-streams case (f), if it ran")
+	sharedFile := fs.String("shared", "", "results TSV of the shared-Redis case (h), if it ran")
 	machine := fs.String("machine", "", "markdown file describing the machine and the run, put above the table")
 	doc := fs.String("doc", "", "markdown file whose generated section (between the bench markers) is replaced; created if missing")
 	_ = fs.Parse(args)
@@ -294,7 +333,13 @@ func cmdTable(args []string) error {
 			return err
 		}
 	}
-	table := renderTable(rows, streams)
+	var shared []*sharedRow
+	if *sharedFile != "" {
+		if shared, err = readSharedRows(*sharedFile); err != nil {
+			return err
+		}
+	}
+	table := renderTable(rows, streams, shared)
 	fmt.Print(table)
 	if *doc == "" {
 		return nil
