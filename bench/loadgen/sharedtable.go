@@ -1,11 +1,7 @@
 package main
 
 import (
-	"bufio"
-	"errors"
 	"fmt"
-	"os"
-	"strconv"
 	"strings"
 )
 
@@ -35,40 +31,8 @@ type sharedRow struct {
 }
 
 func readSharedRows(path string) ([]*sharedRow, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	var cols map[string]int
 	var rows []*sharedRow
-	for sc.Scan() {
-		line := sc.Text()
-		if strings.TrimSpace(line) == "" {
-			continue
-		}
-		fields := strings.Split(line, "\t")
-		if cols == nil {
-			cols = map[string]int{}
-			for i, c := range fields {
-				cols[c] = i
-			}
-			continue
-		}
-		get := func(c string) string {
-			if i, ok := cols[c]; ok && i < len(fields) {
-				return fields[i]
-			}
-			return ""
-		}
-		num := func(c string) float64 {
-			v, err := strconv.ParseFloat(get(c), 64)
-			if err != nil {
-				return -1
-			}
-			return v
-		}
+	err := readTSV(path, func(get func(string) string, num func(string) float64) {
 		rows = append(rows, &sharedRow{
 			caseID: get("case"), label: get("label"), target: get("target"),
 			conns: int64(num("conns")), requests: int64(num("requests")), seconds: num("seconds"), rps: num("rps"),
@@ -77,11 +41,11 @@ func readSharedRows(path string) ([]*sharedRow, error) {
 			upstream429: int64(num("upstream_429")), upstream429Win: int64(num("upstream_429_window")),
 			note: get("note"),
 		})
+	})
+	if err != nil {
+		return nil, err
 	}
-	if cols == nil {
-		return nil, errors.New(path + ": empty")
-	}
-	return rows, sc.Err()
+	return rows, nil
 }
 
 // renderShared is the table of case h: each instance, their total, Redis and
@@ -104,7 +68,6 @@ func renderShared(rows []*sharedRow) string {
 		label                   string
 	}
 	totals := map[string]*total{}
-	var order []string
 	flush := func(id string) {
 		t := totals[id]
 		if t == nil || t.n == 0 {
@@ -123,7 +86,6 @@ func renderShared(rows []*sharedRow) string {
 		if t == nil {
 			t = &total{label: r.label}
 			totals[r.caseID] = t
-			order = append(order, r.caseID)
 		}
 		switch {
 		case r.target == "skipped":

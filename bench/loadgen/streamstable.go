@@ -1,11 +1,7 @@
 package main
 
 import (
-	"bufio"
-	"errors"
 	"fmt"
-	"os"
-	"strconv"
 	"strings"
 )
 
@@ -35,40 +31,8 @@ func (r *streamRow) kibPerStream() float64 {
 }
 
 func readStreamRows(path string) ([]*streamRow, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	var cols map[string]int
 	var rows []*streamRow
-	for sc.Scan() {
-		line := sc.Text()
-		if strings.TrimSpace(line) == "" {
-			continue
-		}
-		fields := strings.Split(line, "\t")
-		if cols == nil {
-			cols = map[string]int{}
-			for i, c := range fields {
-				cols[c] = i
-			}
-			continue
-		}
-		get := func(c string) string {
-			if i, ok := cols[c]; ok && i < len(fields) {
-				return fields[i]
-			}
-			return ""
-		}
-		num := func(c string) float64 {
-			v, err := strconv.ParseFloat(get(c), 64)
-			if err != nil {
-				return -1
-			}
-			return v
-		}
+	err := readTSV(path, func(get func(string) string, num func(string) float64) {
 		rows = append(rows, &streamRow{
 			caseID: get("case"), label: get("label"), target: get("target"),
 			n: int64(num("n")), opened: int64(num("opened")), first: int64(num("first")), held: int64(num("held")),
@@ -76,11 +40,11 @@ func readStreamRows(path string) ([]*streamRow, error) {
 			openSecs: num("open_s"), ttfeP99: num("ttfe_p99_us"),
 			rssIdleKB: int64(num("rss_idle_kb")), rssOpenKB: int64(num("rss_open_kb")), note: get("note"),
 		})
+	})
+	if err != nil {
+		return nil, err
 	}
-	if cols == nil {
-		return nil, errors.New(path + ": empty")
-	}
-	return rows, sc.Err()
+	return rows, nil
 }
 
 // renderStreams is the table of case f: what holding the streams open cost

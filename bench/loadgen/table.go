@@ -51,15 +51,17 @@ func (r *row) cpuPer1k() float64 {
 	return r.cpuTicks / r.clkTck / float64(r.requests) * 1000
 }
 
-func readRows(path string) ([]*row, error) {
+// readTSV reads a results file: a header line naming the columns, then a
+// row a line, handed to each with lookups by column name (num gives -1 for
+// a missing or non-numeric cell).
+func readTSV(path string, each func(get func(string) string, num func(string) float64)) error {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	var cols map[string]int
-	var rows []*row
 	for sc.Scan() {
 		line := sc.Text()
 		if strings.TrimSpace(line) == "" {
@@ -86,6 +88,20 @@ func readRows(path string) ([]*row, error) {
 			}
 			return v
 		}
+		each(get, num)
+	}
+	if err := sc.Err(); err != nil {
+		return err
+	}
+	if cols == nil {
+		return errors.New(path + ": empty")
+	}
+	return nil
+}
+
+func readRows(path string) ([]*row, error) {
+	var rows []*row
+	err := readTSV(path, func(get func(string) string, num func(string) float64) {
 		rows = append(rows, &row{
 			caseID: get("case"), label: get("label"), target: get("target"),
 			requests: int64(num("requests")), seconds: num("seconds"), rps: num("rps"),
@@ -94,11 +110,11 @@ func readRows(path string) ([]*row, error) {
 			rssKB: int64(num("rss_kb")), note: get("note"),
 			auxTicks: num("aux_cpu_ticks"), auxName: get("aux_name"),
 		})
+	})
+	if err != nil {
+		return nil, err
 	}
-	if cols == nil {
-		return nil, errors.New(path + ": empty")
-	}
-	return mergeRepeats(rows), sc.Err()
+	return mergeRepeats(rows), nil
 }
 
 // mergeRepeats folds the rows of repeated measurements (BENCH_REPEAT) of one
