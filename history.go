@@ -44,15 +44,21 @@ type historySample struct {
 // historyOutcomes names the outcomes of a sample, in order.
 var historyOutcomes = [outcomeCount]string{"success", "client_error", "rate_limited", "dead_key", "server_error", "network_error", "client_closed"}
 
-// history is the ring of samples and its sampler's lifecycle: the sampler
-// runs while any config is loaded.
-var history struct {
+// historyRing is the last historyLen samples.
+type historyRing struct {
 	mu      sync.Mutex
 	samples [historyLen]historySample
 	next    int
 	n       int
 	last    historySample // the totals at the latest sample
+}
 
+// history is the process's ring and its sampler's lifecycle: the sampler
+// runs while any config is loaded.
+var history struct {
+	ring historyRing
+
+	mu      sync.Mutex
 	configs int
 	stop    func()
 }
@@ -107,38 +113,43 @@ func takeSample(now time.Time) {
 		total.Outcomes[i] = traffic.outcomes[i].Load()
 	}
 	total.Tokens = traffic.tokens.Load()
-	capacity := poolCapacity(now)
-	queued := queues.length()
+	history.ring.record(now, total, poolCapacity(now), queues.length())
+}
 
-	history.mu.Lock()
-	defer history.mu.Unlock()
-	first := history.last.T == 0
+// record adds the second that ended at now, from the traffic totals then.
+func (h *historyRing) record(now time.Time, total historySample, capacity float64, queued int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	first := h.last.T == 0
 	s := historySample{T: now.Unix(), Capacity: capacity, Queue: queued}
 	if !first {
 		for i := range s.Outcomes {
-			s.Outcomes[i] = total.Outcomes[i] - history.last.Outcomes[i]
+			s.Outcomes[i] = total.Outcomes[i] - h.last.Outcomes[i]
 			s.Used += s.Outcomes[i]
 		}
-		s.Tokens = total.Tokens - history.last.Tokens
+		s.Tokens = total.Tokens - h.last.Tokens
 	}
 	total.T = s.T
-	history.last = total
+	h.last = total
 	if first {
 		return
 	}
-	history.samples[history.next] = s
-	history.next = (history.next + 1) % historyLen
-	history.n = min(history.n+1, historyLen)
+	h.samples[h.next] = s
+	h.next = (h.next + 1) % historyLen
+	h.n = min(h.n+1, historyLen)
 }
 
-// historySamples returns the samples, oldest first.
-func historySamples() []historySample {
-	history.mu.Lock()
-	defer history.mu.Unlock()
-	out := make([]historySample, 0, history.n)
-	start := (history.next - history.n + historyLen) % historyLen
-	for i := range history.n {
-		out = append(out, history.samples[(start+i)%historyLen])
+// historySamples returns the process's samples, oldest first.
+func historySamples() []historySample { return history.ring.list() }
+
+// list returns the samples, oldest first.
+func (h *historyRing) list() []historySample {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([]historySample, 0, h.n)
+	start := (h.next - h.n + historyLen) % historyLen
+	for i := range h.n {
+		out = append(out, h.samples[(start+i)%historyLen])
 	}
 	return out
 }

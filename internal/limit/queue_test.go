@@ -527,3 +527,38 @@ func TestQueueGivesUpWhenRetryIsPastDeadline(t *testing.T) {
 		t.Fatal("the waiter did not give up")
 	}
 }
+
+// TestQueueStats checks the waiters counted by priority and the oldest
+// arrival, and that both empty as the waiters leave.
+func TestQueueStats(t *testing.T) {
+	q := NewQueue(0)
+	if st := q.Stats(); st.Len != 0 || !st.Oldest.IsZero() || len(st.ByPriority) != 0 {
+		t.Fatalf("empty queue: %+v", st)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	never := func(time.Time) (time.Time, bool) { return time.Time{}, false }
+	before := time.Now()
+	done := make(chan struct{})
+	prios := []int{1, 0, 0, -1}
+	for i, prio := range prios {
+		go func() {
+			_, _ = q.Wait(ctx, prio, time.Time{}, never)
+			done <- struct{}{}
+		}()
+		eventually(t, fmt.Sprintf("waiter %d to join", i), func() bool { return q.Len() == i+1 })
+	}
+	st := q.Stats()
+	if st.Len != 4 || st.ByPriority[1] != 1 || st.ByPriority[0] != 2 || st.ByPriority[-1] != 1 {
+		t.Errorf("stats: %+v", st)
+	}
+	if st.Oldest.Before(before) || st.Oldest.After(time.Now()) {
+		t.Errorf("oldest arrival %v, not within the test's run (from %v)", st.Oldest, before)
+	}
+	cancel()
+	for range prios {
+		<-done
+	}
+	if st := q.Stats(); st.Len != 0 || !st.Oldest.IsZero() {
+		t.Errorf("after the waiters left: %+v", st)
+	}
+}
