@@ -10,6 +10,9 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	openai "github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
+	"github.com/openai/openai-go/v3/realtime"
 )
 
 // wsEvent is a server event as the tests read it.
@@ -516,5 +519,82 @@ func TestWebSocketCloseAndDrop(t *testing.T) {
 	s.Close()
 	if _, _, err := conn.Read(wsCtx(t)); err == nil {
 		t.Fatal("read after Close")
+	}
+}
+
+// The official Go SDK (openai-go v3.98.0: realtime.RealtimeService.Connect,
+// BetaResponseService.Connect) decodes the fake's sessions with its typed
+// events.
+func TestWebSocketOpenAIGo(t *testing.T) {
+	s := newServer(t, Options{})
+	client := openai.NewClient(option.WithBaseURL(s.URL()+"/"), option.WithAPIKey(testKey), option.WithMaxRetries(0))
+	ctx := wsCtx(t)
+
+	rt, err := client.Realtime.Connect(ctx, realtime.RealtimeConnectionOptions{}, option.WithQuery("model", "gpt-realtime"))
+	if err != nil {
+		t.Fatalf("realtime connect: %v", err)
+	}
+	defer rt.Abort()
+	ev, err := rt.Recv(ctx)
+	if err != nil || ev.Type != "session.created" {
+		t.Fatalf("first: %v %v", ev.Type, err)
+	}
+	if sess := ev.AsSessionCreatedEvent().Session.AsRealtimeSessionCreateRequest(); sess.Model != "gpt-realtime" || sess.Type != "realtime" {
+		t.Fatalf("session %s", ev.RawJSON())
+	}
+	if err := rt.SendRaw(ctx, json.RawMessage(`{"type":"conversation.item.create","item":{"type":"message","role":"user","content":[{"type":"input_text","text":"hi sdk"}]}}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.Send(ctx, realtime.RealtimeClientEventUnionParam{OfResponseCreate: &realtime.ResponseCreateEventParam{}}); err != nil {
+		t.Fatal(err)
+	}
+	var text strings.Builder
+	for {
+		ev, err := rt.Recv(ctx)
+		if err != nil {
+			t.Fatalf("recv: %v", err)
+		}
+		switch ev.Type {
+		case "response.output_text.delta":
+			text.WriteString(ev.AsResponseTextDeltaEvent().Delta)
+		case "error":
+			t.Fatalf("error %s", ev.RawJSON())
+		}
+		if ev.Type != "response.done" {
+			continue
+		}
+		r := ev.AsResponseDoneEvent().Response
+		if r.Status != "completed" || r.Usage.InputTokens != 2 || r.Usage.OutputTokens != 3 || r.Usage.TotalTokens != 5 ||
+			r.Usage.InputTokenDetails.TextTokens != 2 || r.Usage.OutputTokenDetails.TextTokens != 3 || len(r.Output) != 1 {
+			t.Fatalf("response.done %s", ev.RawJSON())
+		}
+		break
+	}
+	if text.String() != "echo: hi sdk" {
+		t.Fatalf("text %q", text.String())
+	}
+
+	rs, err := client.Beta.Responses.Connect(ctx, openai.BetaResponseConnectionOptions{})
+	if err != nil {
+		t.Fatalf("responses connect: %v", err)
+	}
+	defer rs.Abort()
+	if err := rs.SendRaw(ctx, json.RawMessage(`{"type":"response.create","model":"gpt-4o-mini","input":"hi sdk"}`)); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		ev, err := rs.Recv(ctx)
+		if err != nil {
+			t.Fatalf("recv: %v", err)
+		}
+		if ev.Type == "error" {
+			t.Fatalf("error %s", ev.RawJSON())
+		}
+		if ev.Type == "response.completed" {
+			if u := ev.AsResponseCompleted().Response.Usage; u.InputTokens != 2 || u.OutputTokens != 3 || u.TotalTokens != 5 {
+				t.Fatalf("completed %s", ev.RawJSON())
+			}
+			break
+		}
 	}
 }
