@@ -113,9 +113,9 @@ func (a *keyAccess) missing(need []string) []string {
 // (community.openai.com/t/1371602).
 func requiredScopes(ep endpoint) []string {
 	switch ep {
-	case epChat, epCompletions, epEmbeddings, epModerations, epAudio:
+	case epChat, epCompletions, epEmbeddings, epModerations, epAudio, epRealtime:
 		return scopesModelRequest
-	case epResponses:
+	case epResponses, epResponsesWS:
 		return scopesResponsesCreate
 	case epModels, epModel:
 		return scopesModelRead

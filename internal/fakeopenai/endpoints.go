@@ -676,6 +676,10 @@ type sseWriter struct {
 }
 
 func (c *call) startSSE(drop int) *sseWriter {
+	if c.ws != nil { // a Responses WebSocket session: each event is one message
+		c.status = http.StatusOK
+		return &sseWriter{c: c, drop: drop, ok: true}
+	}
 	c.w.Header()[hCacheCtrl] = noCache
 	c.writeHeader(http.StatusOK, ctSSE)
 	e := &sseWriter{c: c, rc: http.NewResponseController(c.w), drop: drop, ok: true}
@@ -707,6 +711,14 @@ func (e *sseWriter) event(name string, v any) bool {
 		e.ok = false
 		return false
 	}
+	if ws := e.c.ws; ws != nil {
+		if ev, isResp := v.(respEvent); isResp && ev.Response != nil && ev.Response.Status != "in_progress" {
+			ws.remember(ev.Response)
+			e.c.recordEvent() // before the last event, which a client may answer by reading the records
+		}
+		e.ok = ws.send(b)
+		return e.ok
+	}
 	e.buf = e.buf[:0]
 	if name != "" {
 		e.buf = append(e.buf, "event: "...)
@@ -720,7 +732,7 @@ func (e *sseWriter) event(name string, v any) bool {
 }
 
 func (e *sseWriter) done() {
-	if !e.ok {
+	if !e.ok || e.c.ws != nil {
 		return
 	}
 	e.buf = append(e.buf[:0], "data: [DONE]\n\n"...)

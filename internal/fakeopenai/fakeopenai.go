@@ -125,6 +125,17 @@
 // the prompt estimate (usage and TPM cost) then adds the previous response's
 // input_tokens + output_tokens, as the API bills the whole conversation; an
 // unknown id is a 400 previous_response_not_found.
+//
+// # WebSockets
+//
+// GET /v1/realtime?model=… (the Realtime API) and GET /v1/responses (the
+// Responses API's WebSocket mode) upgrade to WebSockets after the same
+// authentication and refusals as any request (the key may also come in the
+// subprotocol openai-insecure-api-key.<key>). A Realtime session is one
+// request when it opens and its responses are charged tokens; each
+// response.create of a Responses socket is charged as a POST /v1/responses.
+// Each session and each response.create is a Record (Record.Event). See
+// realtime.go for the events.
 package fakeopenai
 
 import (
@@ -134,6 +145,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/coder/websocket"
 )
 
 // KeyLimits are the rate limits of one upstream key.
@@ -172,7 +185,7 @@ type Fault struct {
 
 // Options configure a Server. The zero value is usable.
 type Options struct {
-	Models              []string      // served models; default gpt-4o-mini, gpt-4o, gpt-4.1, text-embedding-3-small, whisper-1, omni-moderation-latest
+	Models              []string      // served models; default gpt-4o-mini, gpt-4o, gpt-4.1, text-embedding-3-small, whisper-1, omni-moderation-latest, gpt-realtime
 	StreamChunks        int           // content chunks per stream; default 5
 	ChunkDelay          time.Duration // delay before every content chunk of a stream; default 0
 	RequireAPIKeyHeader bool          // Azure style: only the `api-key` header authenticates
@@ -204,11 +217,15 @@ type Record struct {
 	Stream       bool
 	Header       http.Header // as received (clone)
 	Body         []byte
-	Status       int // status it answered (0 for a Reset fault)
+	Status       int // status it answered (0 for a Reset fault; 101 for an accepted WebSocket upgrade)
+	// Event is, for a record of one client event of a WebSocket session
+	// ("response.create"), its type; Body is then the event. "" for HTTP
+	// requests and WebSocket upgrades.
+	Event string
 }
 
 // DefaultModels are served when Options.Models is empty.
-var DefaultModels = []string{"gpt-4o-mini", "gpt-4o", "gpt-4.1", "text-embedding-3-small", "whisper-1", "omni-moderation-latest"}
+var DefaultModels = []string{"gpt-4o-mini", "gpt-4o", "gpt-4.1", "text-embedding-3-small", "whisper-1", "omni-moderation-latest", "gpt-realtime"}
 
 // Server is the fake. It implements http.Handler.
 type Server struct {
@@ -232,6 +249,9 @@ type Server struct {
 	recording atomic.Bool
 
 	rateLimited atomic.Int64
+
+	wsMu    sync.Mutex
+	wsConns map[*websocket.Conn]struct{} // open WebSocket sessions, cut by Close
 
 	prompts promptCache
 
@@ -305,6 +325,7 @@ func (s *Server) URL() string {
 
 // Close stops the listener (if any), cutting open connections.
 func (s *Server) Close() {
+	s.closeWebSockets()
 	if s.ts != nil {
 		s.ts.CloseClientConnections()
 		s.ts.Close()

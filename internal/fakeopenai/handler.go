@@ -36,6 +36,8 @@ const (
 	epResponseGet
 	epResponseDelete
 	epResponseInputItems
+	epRealtime    // GET /v1/realtime upgraded to a WebSocket (realtime.go)
+	epResponsesWS // GET /v1/responses upgraded to a WebSocket (realtime.go)
 )
 
 // isModelEP: the endpoint runs a model (has a model parameter, is charged
@@ -61,7 +63,12 @@ func route(method, path string) (ep endpoint, id string, known bool) {
 	case "/completions":
 		return one(http.MethodPost, epCompletions)
 	case "/responses":
+		if method == http.MethodGet {
+			return epResponsesWS, "", true
+		}
 		return one(http.MethodPost, epResponses)
+	case "/realtime":
+		return one(http.MethodGet, epRealtime)
 	case "/embeddings":
 		return one(http.MethodPost, epEmbeddings)
 	case "/moderations":
@@ -147,6 +154,8 @@ type call struct {
 	model    string
 	stream   bool
 	body     []byte
+	ws       *wsConn // set for the calls of a WebSocket session: errors are error events, streams are socket messages
+	event    string  // the client event of a WebSocket session this call answers (Record.Event)
 }
 
 // ServeHTTP implements http.Handler.
@@ -181,6 +190,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			c.model = audio.model
 		case epFileCreate:
 			upload, parseErr = parseUpload(r.Header.Get("Content-Type"), body)
+		case epRealtime:
+			c.model, c.stream = r.URL.Query().Get("model"), true
+		case epResponsesWS:
+			c.stream = true
 		}
 	}
 
@@ -237,6 +250,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c.project = c.access.project
 
 	// Routing.
+	if (ep == epRealtime || ep == epResponsesWS) && !isWebSocketUpgrade(r) {
+		if ep == epRealtime {
+			c.fail(http.StatusBadRequest, msgNeedUpgrade, "invalid_request_error", nil, nil)
+			return
+		}
+		ep = epNone // GET /v1/responses without an upgrade: 405 as before
+	}
 	if ep == epNone {
 		if known {
 			c.fail(http.StatusMethodNotAllowed, "Invalid method for URL ("+r.Method+" "+r.URL.Path+")", "invalid_request_error", nil, nil)
@@ -249,6 +269,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Restricted keys.
 	if missing := c.access.missing(requiredScopes(ep)); len(missing) > 0 {
 		c.fail(http.StatusUnauthorized, msgMissingScopesPrefix+strings.Join(missing, ", ")+msgMissingScopesSuffix, "invalid_request_error", nil, nil)
+		return
+	}
+
+	if ep == epRealtime || ep == epResponsesWS {
+		c.serveWebSocket(ep, dropAfter)
 		return
 	}
 
@@ -301,6 +326,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	c.serveModel(ep, &req, parseErr, audio, dropAfter)
+}
+
+// serveModel answers a request to an endpoint that runs a model, from its
+// validation on: by HTTP, or (c.ws set) for a response.create of a Responses
+// WebSocket session.
+func (c *call) serveModel(ep endpoint, req *apiRequest, parseErr error, audio audioForm, dropAfter int) {
+	s := c.s
 	// Validation.
 	if parseErr != nil {
 		c.failParse(parseErr, ep == epAudio)
@@ -354,12 +387,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	case epResponses:
 		if req.PreviousResponseID != nil && *req.PreviousResponseID != "" {
-			if prev = s.lookupResponse(*req.PreviousResponseID, c.project); prev == nil {
+			if prev = c.previousResponse(*req.PreviousResponseID); prev == nil {
 				c.fail(http.StatusBadRequest, previousResponseMessage(*req.PreviousResponseID), "invalid_request_error", strp("previous_response_id"), strp("previous_response_not_found"))
 				return
 			}
 		}
-		last = responsesText(&req, &tc)
+		last = responsesText(req, &tc)
 	case epEmbeddings, epModerations:
 		if len(req.Input) == 0 || string(req.Input) == "null" {
 			c.fail(http.StatusBadRequest, "Missing required parameter: 'input'.", "invalid_request_error", strp("input"), strp("missing_required_parameter"))
@@ -389,13 +422,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var used int
 	switch ep {
 	case epChat:
-		used = c.chat(&req, last, prompt, cached, allow, dropAfter)
+		used = c.chat(req, last, prompt, cached, allow, dropAfter)
 	case epCompletions:
-		used = c.completions(&req, last, prompt, allow, dropAfter)
+		used = c.completions(req, last, prompt, allow, dropAfter)
 	case epResponses:
-		used = c.responses(&req, last, prompt, cached, allow, dropAfter, prev)
+		used = c.responses(req, last, prompt, cached, allow, dropAfter, prev)
 	case epEmbeddings:
-		used = c.embeddings(&req, prompts, prompt)
+		used = c.embeddings(req, prompts, prompt)
 	case epModerations:
 		used = c.moderations(prompts)
 	case epAudio:
@@ -408,8 +441,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // admit charges the key one request and cost tokens, answering the 429
 // itself when refused.
-func (c *call) admit(cost int) bool {
-	snap, denial := c.key.admit(c.s.now(), cost)
+func (c *call) admit(cost int) bool { return c.admitN(1, cost) }
+
+// admitN charges the key reqs requests (0 or 1) and cost tokens.
+func (c *call) admitN(reqs, cost int) bool {
+	snap, denial := c.key.admitN(c.s.now(), reqs, cost)
 	if c.s.rlHeaders {
 		c.rl = &snap
 	}
@@ -417,7 +453,7 @@ func (c *call) admit(cost int) bool {
 		return true
 	}
 	c.s.rateLimited.Add(1)
-	if !denial.tooLarge {
+	if !denial.tooLarge && c.ws == nil {
 		h := c.w.Header()
 		h[hRetry] = []string{strconv.FormatInt(ceilSeconds(denial.wait), 10)}
 		h[hRetryMs] = []string{strconv.FormatInt(ceilMillis(denial.wait), 10)}
@@ -452,6 +488,9 @@ func (s *Server) credential(r *http.Request) string {
 				return strings.TrimSpace(a[7:])
 			}
 		}
+		if k := subprotocolKey(r); k != "" {
+			return k
+		}
 	}
 	return strings.TrimSpace(r.Header.Get("Api-Key"))
 }
@@ -460,7 +499,7 @@ func (s *Server) finish(c *call) {
 	if c.recorded {
 		return
 	}
-	if c.key != nil && c.status/100 == 2 {
+	if c.key != nil && (c.status/100 == 2 || c.status == http.StatusSwitchingProtocols) {
 		c.key.served.Add(1)
 	}
 	if !s.recording.Load() {
@@ -476,6 +515,7 @@ func (s *Server) finish(c *call) {
 		Header: c.r.Header.Clone(),
 		Body:   c.body,
 		Status: c.status,
+		Event:  c.event,
 	}
 	if c.key != nil {
 		rec.Key = c.secret
@@ -489,6 +529,14 @@ func (s *Server) finish(c *call) {
 func (c *call) writeHeader(status int, ct []string) {
 	h := c.w.Header()
 	h[hCT] = ct
+	c.commonHeaders()
+	c.status = status
+	c.w.WriteHeader(status)
+}
+
+// commonHeaders sets the headers of every answer but Content-Type.
+func (c *call) commonHeaders() {
+	h := c.w.Header()
 	h[hReqID] = []string{c.reqID}
 	h[hOrg] = orgFake
 	h[hVersion] = version
@@ -499,8 +547,6 @@ func (c *call) writeHeader(status int, ct []string) {
 	if c.rl != nil {
 		setRateHeaders(h, *c.rl, c.s.opts.BucketRemaining)
 	}
-	c.status = status
-	c.w.WriteHeader(status)
 }
 
 func (c *call) writeJSON(status int, v any) {
@@ -513,6 +559,12 @@ func (c *call) writeJSON(status int, v any) {
 }
 
 func (c *call) fail(status int, msg, typ string, param, code *string) {
+	if c.ws != nil {
+		c.status = status
+		c.recordEvent()
+		c.ws.sendError(status, msg, typ, param, code)
+		return
+	}
 	c.writeBody(status, ctJSON, errorJSON(msg, typ, param, code))
 }
 

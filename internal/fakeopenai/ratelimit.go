@@ -104,9 +104,11 @@ type rlDenial struct {
 	tooLarge  bool
 }
 
-// admit checks and debits the buckets for one request of the given token
-// cost. It returns the header snapshot and, when refused, the reason.
-func (k *keyEntry) admit(now time.Time, cost int) (rlSnapshot, *rlDenial) {
+// admitN checks and debits the buckets for reqs requests (1, or 0 for the
+// responses of a Realtime session, which is charged its one request when it
+// opens) of the given token cost. It returns the header snapshot and, when
+// refused, the reason.
+func (k *keyEntry) admitN(now time.Time, reqs, cost int) (rlSnapshot, *rlDenial) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.rpm.refill(now)
@@ -116,7 +118,7 @@ func (k *keyEntry) admit(now time.Time, cost int) (rlSnapshot, *rlDenial) {
 		d = &rlDenial{kind: "tokens", limit: k.tpm.limit, requested: cost, tooLarge: true}
 	} else {
 		needT := math.Min(float64(cost), k.tpm.capacity)
-		wr, wt := k.rpm.wait(1), k.tpm.wait(needT)
+		wr, wt := k.rpm.wait(float64(reqs)), k.tpm.wait(needT)
 		switch {
 		case wr > 0:
 			d = &rlDenial{kind: "requests", limit: k.rpm.limit, used: k.rpm.limit - k.rpm.remaining(), requested: 1, wait: max(wr, wt)}
@@ -124,7 +126,7 @@ func (k *keyEntry) admit(now time.Time, cost int) (rlSnapshot, *rlDenial) {
 			d = &rlDenial{kind: "tokens", limit: k.tpm.limit, used: k.tpm.limit - k.tpm.remaining(), requested: cost, wait: wt}
 		default:
 			if k.rpm.limit > 0 {
-				k.rpm.level--
+				k.rpm.level -= float64(reqs)
 			}
 			if k.tpm.limit > 0 {
 				k.tpm.level -= float64(cost)
