@@ -394,17 +394,46 @@ type recorder struct {
 	// by several: storing the answer ends the claim, and so must its end
 	// without one.
 	claimed bool
+
+	resp   *http.Response
+	stream bool
+	// sawEnd is set once a stream carried its end mark; stored once the
+	// answer is in the store.
+	sawEnd bool
+	stored bool
 }
 
 var _ answerSink = (*recorder)(nil)
 
 func (rec *recorder) start(resp *http.Response) {
+	rec.resp, rec.stream = resp, isEventStream(resp)
 	rec.flight.Start(resp.StatusCode, resp.Header.Clone())
 }
 
+// Write feeds the flight. A stream is stored as soon as its last event is
+// whole, before the relay writes that event to its client: a client that
+// stops reading at data: [DONE] and asks again at once finds it stored.
 func (rec *recorder) Write(p []byte) (int, error) {
 	rec.flight.Write(p)
+	if rec.stream && !rec.stored {
+		body := rec.flight.Body()
+		from := max(len(body)-len(p)-len(streamEndMark(rec.cl.endpoint)), 0)
+		if !rec.sawEnd && bytes.Contains(body[from:], streamEndMark(rec.cl.endpoint)) {
+			rec.sawEnd = true
+		}
+		if rec.sawEnd && bytes.HasSuffix(body, []byte("\n\n")) {
+			rec.store(context.Background())
+		}
+	}
 	return len(p), nil
+}
+
+// streamEndMark is what the last event of a whole stream carries.
+func streamEndMark(endpoint cache.Endpoint) []byte {
+	if endpoint == cache.EndpointResponses {
+		return []byte(`"type":"response.completed"`)
+	}
+	return []byte("[DONE]")
 }
 
 func (rec *recorder) following() bool { return rec.flight.Followers() > 0 }
@@ -413,9 +442,8 @@ func (rec *recorder) following() bool { return rec.flight.Followers() > 0 }
 // request arriving as the flight ends finds it in the store.
 func (rec *recorder) end(ctx context.Context, resp *http.Response, bodyErr error) {
 	rec.ended = true
-	stored := false
 	defer func() {
-		if rec.claimed && !stored {
+		if rec.claimed && !rec.stored {
 			rec.cl.c.store.(remoteFlights).Release(context.WithoutCancel(ctx), rec.cl.key)
 		}
 	}()
@@ -423,24 +451,35 @@ func (rec *recorder) end(ctx context.Context, resp *http.Response, bodyErr error
 		rec.flight.FailBody(bodyErr)
 		return
 	}
-	if resp.StatusCode >= 200 && resp.StatusCode < 300 && !rec.flight.Overflowed() {
-		body := rec.flight.Body()
-		stream := isEventStream(resp)
-		if int64(len(body)) <= rec.cl.c.MaxEntry && (!stream || streamEndedWell(rec.cl.endpoint, body)) {
-			rec.cl.c.store.Set(ctx, rec.cl.key, &cache.Entry{
-				Status: resp.StatusCode,
-				Header: cache.ReplayHeader(resp.Header),
-				Body:   body,
-				Stream: stream,
-				Stored: time.Now(),
-			}, time.Duration(rec.cl.c.TTL))
-			stored = true
-			if rec.cl.vector != nil {
-				rec.cl.c.semantic.add(rec.cl.semGroup, rec.cl.key, rec.cl.vector)
-			}
-		}
+	if !rec.stored {
+		rec.resp = resp
+		rec.store(ctx)
 	}
 	rec.flight.Finish()
+}
+
+// store puts a complete 2xx answer in the store, once.
+func (rec *recorder) store(ctx context.Context) {
+	resp := rec.resp
+	if rec.stored || resp == nil || resp.StatusCode < 200 || resp.StatusCode >= 300 || rec.flight.Overflowed() {
+		return
+	}
+	body := rec.flight.Body()
+	stream := isEventStream(resp)
+	if int64(len(body)) > rec.cl.c.MaxEntry || (stream && !streamEndedWell(rec.cl.endpoint, body)) {
+		return
+	}
+	rec.cl.c.store.Set(ctx, rec.cl.key, &cache.Entry{
+		Status: resp.StatusCode,
+		Header: cache.ReplayHeader(resp.Header),
+		Body:   body,
+		Stream: stream,
+		Stored: time.Now(),
+	}, time.Duration(rec.cl.c.TTL))
+	rec.stored = true
+	if rec.cl.vector != nil {
+		rec.cl.c.semantic.add(rec.cl.semGroup, rec.cl.key, rec.cl.vector)
+	}
 }
 
 // Events that end a stream badly: an error event in the middle of a chat
