@@ -397,10 +397,7 @@ type recorder struct {
 
 	resp   *http.Response
 	stream bool
-	// sawEnd is set once a stream carried its end mark; stored once the
-	// answer is in the store.
-	sawEnd bool
-	stored bool
+	stored bool // the answer is in the store
 }
 
 var _ answerSink = (*recorder)(nil)
@@ -415,25 +412,28 @@ func (rec *recorder) start(resp *http.Response) {
 // stops reading at data: [DONE] and asks again at once finds it stored.
 func (rec *recorder) Write(p []byte) (int, error) {
 	rec.flight.Write(p)
-	if rec.stream && !rec.stored {
-		body := rec.flight.Body()
-		from := max(len(body)-len(p)-len(streamEndMark(rec.cl.endpoint)), 0)
-		if !rec.sawEnd && bytes.Contains(body[from:], streamEndMark(rec.cl.endpoint)) {
-			rec.sawEnd = true
-		}
-		if rec.sawEnd && bytes.HasSuffix(body, []byte("\n\n")) {
-			rec.store(context.Background())
-		}
+	if rec.stream && !rec.stored && lastEventEnds(rec.cl.endpoint, rec.flight.Body()) {
+		rec.store(context.Background())
 	}
 	return len(p), nil
 }
 
-// streamEndMark is what the last event of a whole stream carries.
-func streamEndMark(endpoint cache.Endpoint) []byte {
-	if endpoint == cache.EndpointResponses {
-		return []byte(`"type":"response.completed"`)
+// lastEventEnds reports whether the stream so far ends with the whole
+// event that ends the API's streams: data: [DONE] (chat, completions) or
+// response.completed (Responses). Only the last event is looked at: the
+// marks may also appear as text inside an answer's content.
+func lastEventEnds(endpoint cache.Endpoint, body []byte) bool {
+	ev, ok := bytes.CutSuffix(body, []byte("\n\n"))
+	if !ok {
+		return false
 	}
-	return []byte("[DONE]")
+	if i := bytes.LastIndex(ev, []byte("\n\n")); i >= 0 {
+		ev = ev[i+2:]
+	}
+	if endpoint == cache.EndpointResponses {
+		return bytes.HasPrefix(ev, []byte("event: response.completed\n"))
+	}
+	return bytes.Equal(ev, []byte("data: [DONE]")) || bytes.Equal(ev, []byte("data:[DONE]"))
 }
 
 func (rec *recorder) following() bool { return rec.flight.Followers() > 0 }

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyrelay/openairelay/internal/cache"
 	"github.com/caddyrelay/openairelay/internal/limit"
 )
 
@@ -89,5 +90,33 @@ func TestFormatReset(t *testing.T) {
 		if got := formatReset(d); got != want {
 			t.Errorf("formatReset(%v) = %q; want %q", d, got, want)
 		}
+	}
+}
+
+// TestLastEventEnds checks when a recorded stream is whole: its last event
+// is the API's end, not text that merely contains the mark.
+func TestLastEventEnds(t *testing.T) {
+	tests := []struct {
+		name     string
+		endpoint cache.Endpoint
+		body     string
+		want     bool
+	}{
+		{"chat done", cache.EndpointChatCompletions, "data: {\"a\":1}\n\ndata: [DONE]\n\n", true},
+		{"chat done, no space", cache.EndpointChatCompletions, "data: {}\n\ndata:[DONE]\n\n", true},
+		{"chat done, event not closed", cache.EndpointChatCompletions, "data: {}\n\ndata: [DONE]\n", false},
+		{"chat, the mark as content", cache.EndpointChatCompletions, "data: {\"content\":\"data: [DONE]\"}\n\n", false},
+		{"chat, the mark in an earlier event", cache.EndpointChatCompletions, "data: [DONE]\n\ndata: {}\n\n", false},
+		{"only the end", cache.EndpointChatCompletions, "data: [DONE]\n\n", true},
+		{"responses completed", cache.EndpointResponses, "event: response.created\ndata: {}\n\nevent: response.completed\ndata: {\"type\":\"response.completed\"}\n\n", true},
+		{"responses, completed as text", cache.EndpointResponses, "event: response.output_text.delta\ndata: {\"delta\":\"event: response.completed\\n\"}\n\n", false},
+		{"responses, completed not closed", cache.EndpointResponses, "event: response.completed\ndata: {}\n", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := lastEventEnds(tt.endpoint, []byte(tt.body)); got != tt.want {
+				t.Errorf("lastEventEnds = %v, want %v", got, tt.want)
+			}
+		})
 	}
 }
