@@ -64,6 +64,9 @@ type mirror struct {
 	l    *limit.Limiter
 	conf limit.Limits // configured (the limiter's own may be a local share)
 	refs int
+	// raw is the latest state Redis gave, in Redis's clock (the limiter
+	// holds it in ours), to tell a release from what time alone does.
+	raw limit.State
 }
 
 // sharedReservation is what one reserve took in Redis (r), or, in local
@@ -180,7 +183,7 @@ func (rs *redisState) call(f func(ctx context.Context) error) error {
 // key names a key of this state.
 func (rs *redisState) key(kind, id string) string { return rs.tag + ":" + kind + ":" + id }
 
-// failed notes that a call to Redis failed: the refresher pings Redis at
+// failed notes that a call to Redis failed: the watchdog pings Redis at
 // once, and only a failed ping puts the instance in local (or reject)
 // mode. One slow answer on a loaded machine is not an outage; treating it
 // as one would have this instance reserve on its own share while the
@@ -278,12 +281,7 @@ func (rs *redisState) leaveLocal(ctx context.Context) bool {
 	if err := rs.client.Ping(ctx).Err(); err != nil {
 		return false
 	}
-	rs.mu.Lock()
-	ms := make([]*mirror, 0, len(rs.mirrors))
-	for _, m := range rs.mirrors {
-		ms = append(ms, m)
-	}
-	rs.mu.Unlock()
+	ms := rs.mirrorList()
 	states, err := rs.loadStates(ctx, ms)
 	if err != nil {
 		return false
@@ -291,7 +289,7 @@ func (rs *redisState) leaveLocal(ctx context.Context) bool {
 	rs.mu.Lock()
 	for i, m := range ms {
 		m.l.SetLimits(m.conf)
-		m.l.SetState(rs.localTime(states[i]))
+		rs.setMirror(m, states[i])
 	}
 	rs.spendAt = nil
 	rs.mu.Unlock()
@@ -300,6 +298,30 @@ func (rs *redisState) leaveLocal(ctx context.Context) bool {
 	rs.logger.Info("Redis answers again: limits are shared")
 	capacityReleased()
 	return true
+}
+
+// mirrorList is every mirror, at this moment.
+func (rs *redisState) mirrorList() []*mirror {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	ms := make([]*mirror, 0, len(rs.mirrors))
+	for _, m := range rs.mirrors {
+		ms = append(ms, m)
+	}
+	return ms
+}
+
+// setMirror loads a state Redis gave into m, and reports whether it holds
+// capacity given back since the previous one (a request ended, tokens
+// returned, a cool-down lifted, a limit or a new day): what time alone
+// frees, the waiters' retry times already cover. Called with rs.mu held.
+func (rs *redisState) setMirror(m *mirror, st limit.State) (released bool) {
+	old := m.raw
+	m.raw = st
+	m.l.SetState(rs.localTime(st))
+	return st.InFlight < old.InFlight || st.Req.TAT < old.Req.TAT || st.Tok.TAT < old.Tok.TAT ||
+		st.Cool < old.Cool || st.Req.Limit > old.Req.Limit || st.Tok.Limit > old.Tok.Limit || st.Day > old.Day ||
+		st.RequestsToday < old.RequestsToday || st.TokensToday < old.TokensToday
 }
 
 // loadStates reads the mirrors' states from Redis.
@@ -391,7 +413,7 @@ func (rs *redisState) finish(batch []finishOp) {
 			continue
 		}
 		for j, st := range results[i].States {
-			op.sr.mirrors[j].l.SetState(rs.localTime(st))
+			rs.setMirror(op.sr.mirrors[j], st)
 		}
 	}
 	rs.mu.Unlock()
@@ -467,16 +489,13 @@ func (rs *redisState) refresher(ctx context.Context) {
 	}
 }
 
-// refreshMirrors reads every mirror's state from Redis.
-func (rs *redisState) refreshMirrors(ctx context.Context) {
-	rs.mu.Lock()
-	ms := make([]*mirror, 0, len(rs.mirrors))
-	for _, m := range rs.mirrors {
-		ms = append(ms, m)
-	}
-	rs.mu.Unlock()
+// refreshMirrors reads every mirror's state from Redis, and wakes the
+// queues when another instance gave capacity back. It reports whether
+// Redis answered.
+func (rs *redisState) refreshMirrors(ctx context.Context) bool {
+	ms := rs.mirrorList()
 	if len(ms) == 0 {
-		return
+		return true
 	}
 	c, cancel := context.WithTimeout(ctx, 4*rs.timeout)
 	states, err := rs.loadStates(c, ms)
@@ -485,16 +504,20 @@ func (rs *redisState) refreshMirrors(ctx context.Context) {
 		if ctx.Err() == nil {
 			rs.failed(err)
 		}
-		return
+		return false
 	}
+	released := false
 	rs.mu.Lock()
 	if !rs.down.Load() {
 		for i, m := range ms {
-			m.l.SetState(rs.localTime(states[i]))
+			released = rs.setMirror(m, states[i]) || released
 		}
 	}
 	rs.mu.Unlock()
-	capacityReleased()
+	if released {
+		capacityReleased()
+	}
+	return true
 }
 
 // watchdog pings Redis when a call failed, and puts the instance in

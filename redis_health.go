@@ -133,9 +133,9 @@ func (rs *redisState) probed(ks *keyState, ok bool, now time.Time) bool {
 	return restored
 }
 
-// publishHealth writes the key's health and announces it, off the caller's
-// path (the admin API's answer waits for it, so that another instance
-// asked right after sees it).
+// publishHealth writes the key's health and announces it, before the
+// caller goes on: another instance asked right after (the admin API, a
+// request) sees it. Health changes are rare; the wait is one round trip.
 func (rs *redisState) publishHealth(ks *keyState) {
 	id, ok := rs.poolIDOf(ks)
 	if !ok || rs.down.Load() {

@@ -56,11 +56,7 @@ func (rs *redisState) sync() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*rs.timeout)
 	defer cancel()
-	rs.refreshMirrors(ctx)
-	if !rs.down.Load() {
-		rs.refreshHealth(ctx)
-		rs.beat(ctx)
-	}
+	_ = rs.refreshMirrors(ctx) && rs.refreshHealth(ctx) && rs.beat(ctx)
 }
 
 // mirrorsOf returns the mirrors of the limiters (nil ones skipped).
@@ -69,9 +65,6 @@ func (rs *redisState) mirrorsOf(ls ...*limit.Limiter) []*mirror {
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
 	for _, l := range ls {
-		if l == nil {
-			continue
-		}
 		if m := rs.byLim[l]; m != nil {
 			ms = append(ms, m)
 		}
@@ -79,14 +72,21 @@ func (rs *redisState) mirrorsOf(ls ...*limit.Limiter) []*mirror {
 	return ms
 }
 
+// mirrorOf returns the mirror of l, nil when l is none of this store's.
+func (rs *redisState) mirrorOf(l *limit.Limiter) *mirror {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	return rs.byLim[l]
+}
+
 // reserve takes the request in Redis, in one round trip, on the key's and
 // the client's limiters at once. A refusal (another instance took the
 // room) updates the mirrors, so the caller moves on to another key.
 func (rs *redisState) reserve(now time.Time, tokens int64, key, client *limit.Limiter) (reservation, bool) {
-	ms := rs.mirrorsOf(key, client)
 	if rs.down.Load() {
-		return rs.reserveLocal(now, tokens, ms, key, client)
+		return rs.reserveLocal(now, tokens, key, client)
 	}
+	ms := rs.mirrorsOf(key, client)
 	if len(ms) == 0 {
 		return reservation{}, true
 	}
@@ -109,35 +109,34 @@ func (rs *redisState) reserve(now time.Time, tokens int64, key, client *limit.Li
 		rs.failed(err)
 		return reservation{}, false
 	}
+	var sr *sharedReservation
 	rs.mu.Lock()
 	for i, m := range ms {
-		m.l.SetState(rs.localTime(states[i]))
+		rs.setMirror(m, states[i])
 	}
-	sr := &sharedReservation{r: r, mirrors: ms}
 	if ok {
+		sr = &sharedReservation{r: r, mirrors: ms}
 		rs.live[sr] = struct{}{}
 	}
 	rs.mu.Unlock()
-	if !ok {
-		return reservation{}, false
-	}
-	return reservation{shared: sr}, true
+	return reservation{shared: sr}, ok
 }
 
 // reserveLocal reserves on the mirrors, as memory mode does, with this
 // instance's share of the limits (local mode); in reject mode nothing is
 // reserved.
-func (rs *redisState) reserveLocal(now time.Time, tokens int64, ms []*mirror, key, client *limit.Limiter) (reservation, bool) {
+func (rs *redisState) reserveLocal(now time.Time, tokens int64, key, client *limit.Limiter) (reservation, bool) {
 	if rs.reject {
 		return reservation{}, false
 	}
 	m, _, ok := limit.ReserveAll(now, tokens, key, client)
-	return reservation{local: m, shared: &sharedReservation{mirrors: ms}}, ok
+	return reservation{local: m}, ok
 }
 
-// sent, settle and cancel go to the finisher, off the request's path.
+// sent, settle and cancel go to the finisher, off the request's path; a
+// reservation made in local mode ends on the mirrors.
 func (rs *redisState) sent(r *reservation, now time.Time) {
-	if r.shared == nil || r.shared.r == nil {
+	if r.shared == nil {
 		r.local.Retime(now)
 		return
 	}
@@ -145,7 +144,7 @@ func (rs *redisState) sent(r *reservation, now time.Time) {
 }
 
 func (rs *redisState) settle(r *reservation, now time.Time, tokens int64) {
-	if r.shared == nil || r.shared.r == nil {
+	if r.shared == nil {
 		r.local.Settle(now, tokens)
 		return
 	}
@@ -153,7 +152,7 @@ func (rs *redisState) settle(r *reservation, now time.Time, tokens int64) {
 }
 
 func (rs *redisState) cancel(r *reservation, now time.Time) {
-	if r.shared == nil || r.shared.r == nil {
+	if r.shared == nil {
 		r.local.Cancel(now)
 		return
 	}
@@ -177,17 +176,17 @@ func (rs *redisState) exhausted(l *limit.Limiter, until time.Time, tokens int64)
 	rs.raise(l, time.Now(), l.ExhaustedRaise(until, tokens))
 }
 
-// raise applies r on the mirror l and in Redis.
+// raise applies r on the mirror l, and in Redis when it raised the mirror:
+// the mirror is Redis's state as of its latest reply, so floors it already
+// meets need no round trip (most answers' headers teach nothing new).
 func (rs *redisState) raise(l *limit.Limiter, now time.Time, r limit.Raise) {
-	if r == (limit.Raise{}) {
+	if !l.ApplyRaise(now, r) || rs.down.Load() {
 		return
 	}
-	l.ApplyRaise(now, r)
-	ms := rs.mirrorsOf(l)
-	if len(ms) == 0 || rs.down.Load() {
+	m := rs.mirrorOf(l)
+	if m == nil {
 		return
 	}
-	m := ms[0]
 	// Raise's times are ours; Redis keeps its own clock.
 	off := int64(rs.lim.Offset())
 	for _, t := range []*int64{&r.ReqTAT, &r.TokTAT, &r.Cool} {
@@ -204,7 +203,7 @@ func (rs *redisState) raise(l *limit.Limiter, now time.Time, r limit.Raise) {
 		}
 		rs.mu.Lock()
 		if !rs.down.Load() {
-			m.l.SetState(rs.localTime(st))
+			rs.setMirror(m, st)
 		}
 		rs.mu.Unlock()
 	})
@@ -213,16 +212,15 @@ func (rs *redisState) raise(l *limit.Limiter, now time.Time, r limit.Raise) {
 // lift ends the cool-down in Redis and on the mirror.
 func (rs *redisState) lift(l *limit.Limiter) {
 	l.CoolDown(time.Time{})
-	ms := rs.mirrorsOf(l)
-	if len(ms) == 0 || rs.down.Load() {
+	m := rs.mirrorOf(l)
+	if m == nil || rs.down.Load() {
 		return
 	}
-	m := ms[0]
 	err := rs.call(func(ctx context.Context) error {
 		st, err := rs.lim.Lift(ctx, m.id)
 		if err == nil {
 			rs.mu.Lock()
-			m.l.SetState(rs.localTime(st))
+			rs.setMirror(m, st)
 			rs.mu.Unlock()
 		}
 		return err

@@ -192,32 +192,37 @@ func (l *Limiter) ExhaustedRaise(until time.Time, tokens int64) Raise {
 
 // ApplyRaise applies r at now: the learned limits first (converting the
 // buckets at now if the effective rate changes), then the bucket and
-// cool-down floors. Nothing is ever lowered.
-func (l *Limiter) ApplyRaise(now time.Time, r Raise) {
+// cool-down floors. Nothing is ever lowered. It reports whether anything
+// changed: a store shared by several instances needs r only then.
+func (l *Limiter) ApplyRaise(now time.Time, r Raise) bool {
 	t := now.UnixNano()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.seen(t)
-	l.applyRaise(t, r)
+	return l.applyRaise(t, r)
 }
 
 // applyRaise is ApplyRaise with l.mu held.
-func (l *Limiter) applyRaise(t int64, r Raise) {
-	changed := false
+func (l *Limiter) applyRaise(t int64, r Raise) bool {
+	learned := false
 	if r.LearnedRPM > 0 && r.LearnedRPM != l.learned.RPM {
-		l.learned.RPM, changed = r.LearnedRPM, true
+		l.learned.RPM, learned = r.LearnedRPM, true
 	}
 	if r.LearnedTPM > 0 && r.LearnedTPM != l.learned.TPM {
-		l.learned.TPM, changed = r.LearnedTPM, true
+		l.learned.TPM, learned = r.LearnedTPM, true
 	}
-	if changed {
+	if learned {
 		l.refresh(t)
 	}
-	if r.ReqTAT > 0 && l.req.limit > 0 {
-		l.req.tat = max(l.req.tat, r.ReqTAT)
+	raised := learned
+	if r.ReqTAT > l.req.tat && l.req.limit > 0 {
+		l.req.tat, raised = r.ReqTAT, true
 	}
-	if r.TokTAT > 0 && l.tok.limit > 0 {
-		l.tok.tat = max(l.tok.tat, r.TokTAT)
+	if r.TokTAT > l.tok.tat && l.tok.limit > 0 {
+		l.tok.tat, raised = r.TokTAT, true
 	}
-	l.cool = max(l.cool, r.Cool)
+	if r.Cool > l.cool {
+		l.cool, raised = r.Cool, true
+	}
+	return raised
 }

@@ -154,3 +154,23 @@ func TestSetLimitsAt(t *testing.T) {
 		t.Errorf("tat = +%v, want +250ms", got)
 	}
 }
+
+// TestApplyRaiseReports checks that ApplyRaise says whether it raised
+// anything: a floor already met, applied again, changes nothing.
+func TestApplyRaiseReports(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	l := NewLimiter(Limits{RPM: 60})
+	r := l.ExhaustedRaise(now.Add(10*time.Second), 0)
+	if !l.ApplyRaise(now, r) {
+		t.Fatal("a cool-down and a full bucket: reported no change")
+	}
+	if l.ApplyRaise(now, r) {
+		t.Error("the same floors again: reported a change")
+	}
+	if !l.ApplyRaise(now, Raise{LearnedTPM: 1000}) {
+		t.Error("a new learned TPM: reported no change")
+	}
+	if l.ApplyRaise(now, Raise{}) {
+		t.Error("an empty raise: reported a change")
+	}
+}
