@@ -252,6 +252,9 @@ func dayOf(t int64) int64 {
 const (
 	tookReq uint8 = 1 << iota
 	tookTok
+	// tokensOnly marks a reservation of tokens alone (ReserveTokens): it
+	// took no request, no daily request and no concurrency slot.
+	tokensOnly
 )
 
 // Limiter enforces one set of Limits. It is safe for concurrent use; every
@@ -333,17 +336,22 @@ func (l *Limiter) today(d int64) (reqs, toks int64) {
 	return l.reqToday, l.tokToday
 }
 
-// check reports whether one request of n tokens fits at t, with the bucket
-// costs to take if so, or the earliest instant it could fit: 0 when only a
-// release of concurrency can help. The caller holds l.mu.
-func (l *Limiter) check(t, n int64) (cr, ct, at int64, ok bool) {
+// check reports whether n tokens fit at t, with one request when request is
+// set, with the bucket costs to take if so, or the earliest instant it could
+// fit: 0 when only a release of concurrency can help. Tokens alone (the
+// answers within a session that already holds its request and slot) are
+// checked against the cool-down, the token bucket and the daily tokens only.
+// The caller holds l.mu.
+func (l *Limiter) check(t, n int64, request bool) (cr, ct, at int64, ok bool) {
 	ok = true
 	if l.cool > t {
 		at, ok = l.cool, false
 	}
-	cr = l.req.price(1)
-	if a, fit := l.req.fits(t, cr); !fit {
-		at, ok = max(at, a), false
+	if request {
+		cr = l.req.price(1)
+		if a, fit := l.req.fits(t, cr); !fit {
+			at, ok = max(at, a), false
+		}
 	}
 	ct = l.tok.price(l.tok.capped(n))
 	if a, fit := l.tok.fits(t, ct); !fit {
@@ -351,7 +359,7 @@ func (l *Limiter) check(t, n int64) (cr, ct, at int64, ok bool) {
 	}
 	d := dayOf(t)
 	reqs, toks := l.today(d)
-	if l.eff.RPD > 0 && reqs >= l.eff.RPD {
+	if request && l.eff.RPD > 0 && reqs >= l.eff.RPD {
 		at, ok = max(at, (max(d, l.day)+1)*dayNs), false
 	}
 	// A request bigger than the whole day's allowance passes on an untouched
@@ -359,7 +367,7 @@ func (l *Limiter) check(t, n int64) (cr, ct, at int64, ok bool) {
 	if l.eff.TPD > 0 && toks+n > l.eff.TPD && (toks > 0 || n <= l.eff.TPD) {
 		at, ok = max(at, (max(d, l.day)+1)*dayNs), false
 	}
-	if l.eff.MaxConcurrent > 0 && l.inFlight >= l.eff.MaxConcurrent {
+	if request && l.eff.MaxConcurrent > 0 && l.inFlight >= l.eff.MaxConcurrent {
 		at, ok = 0, false
 	}
 	return cr, ct, at, ok
@@ -380,11 +388,22 @@ func unixTime(ns int64) time.Time {
 // counter, or the zero Time when MaxConcurrent is reached (only a release can
 // help then). Each successful Reservation must be settled or cancelled once.
 func (l *Limiter) Reserve(now time.Time, tokens int64) (r Reservation, retryAt time.Time, ok bool) {
+	return l.reserve(now, tokens, true)
+}
+
+// ReserveTokens takes tokens alone, as Reserve does but without a request,
+// a daily request or a concurrency slot: for the answers within a session
+// (a WebSocket) whose own Reserve took those for as long as it is open.
+func (l *Limiter) ReserveTokens(now time.Time, tokens int64) (r Reservation, retryAt time.Time, ok bool) {
+	return l.reserve(now, tokens, false)
+}
+
+func (l *Limiter) reserve(now time.Time, tokens int64, request bool) (r Reservation, retryAt time.Time, ok bool) {
 	tokens = max(tokens, 0)
 	t := now.UnixNano()
 	l.mu.Lock()
 	l.seen(t)
-	cr, ct, at, ok := l.check(t, tokens)
+	cr, ct, at, ok := l.check(t, tokens, request)
 	if !ok {
 		l.mu.Unlock()
 		return Reservation{}, unixTime(at), false
@@ -392,18 +411,22 @@ func (l *Limiter) Reserve(now time.Time, tokens int64) (r Reservation, retryAt t
 	if d := dayOf(t); d > l.day {
 		l.day, l.reqToday, l.tokToday = d, 0, 0
 	}
-	l.reqToday++
 	l.tokToday += tokens
 	var took uint8
-	if l.req.limit > 0 {
-		l.req.reserve(t, cr)
-		took |= tookReq
+	if request {
+		l.reqToday++
+		l.inFlight++
+		if l.req.limit > 0 {
+			l.req.reserve(t, cr)
+			took |= tookReq
+		}
+	} else {
+		took |= tokensOnly
 	}
 	if l.tok.limit > 0 {
 		l.tok.reserve(t, ct)
 		took |= tookTok
 	}
-	l.inFlight++
 	r = Reservation{l: l, tokens: tokens, bucketTokens: l.tok.capped(tokens), cr: cr, ct: ct, day: int32(l.day), took: took}
 	l.mu.Unlock()
 	return r, time.Time{}, true
@@ -411,9 +434,18 @@ func (l *Limiter) Reserve(now time.Time, tokens int64) (r Reservation, retryAt t
 
 // Check reports what Reserve would at now, without taking anything.
 func (l *Limiter) Check(now time.Time, tokens int64) (retryAt time.Time, ok bool) {
+	return l.checkAt(now, tokens, true)
+}
+
+// CheckTokens reports what ReserveTokens would at now, without taking anything.
+func (l *Limiter) CheckTokens(now time.Time, tokens int64) (retryAt time.Time, ok bool) {
+	return l.checkAt(now, tokens, false)
+}
+
+func (l *Limiter) checkAt(now time.Time, tokens int64, request bool) (retryAt time.Time, ok bool) {
 	t := now.UnixNano()
 	l.mu.Lock()
-	_, _, at, ok := l.check(t, max(tokens, 0))
+	_, _, at, ok := l.check(t, max(tokens, 0), request)
 	l.mu.Unlock()
 	return unixTime(at), ok
 }
@@ -450,7 +482,9 @@ func (r *Reservation) Settle(now time.Time, actual int64) {
 	t := now.UnixNano()
 	l.mu.Lock()
 	l.seen(t)
-	l.inFlight--
+	if r.took&tokensOnly == 0 {
+		l.inFlight--
+	}
 	if !r.sent {
 		// Settled without being sent (a request that never left, yet is to
 		// be counted): it stops being pending.
@@ -517,7 +551,10 @@ func (r *Reservation) Cancel(now time.Time) {
 	t := now.UnixNano()
 	l.mu.Lock()
 	l.seen(t)
-	l.inFlight--
+	request := r.took&tokensOnly == 0
+	if request {
+		l.inFlight--
+	}
 	if r.took&tookReq != 0 && l.req.limit > 0 {
 		l.req.release(r.cr, r.sent)
 	}
@@ -525,7 +562,9 @@ func (r *Reservation) Cancel(now time.Time) {
 		l.tok.release(r.ct, r.sent)
 	}
 	if int64(r.day) == l.day {
-		l.reqToday = max(l.reqToday-1, 0)
+		if request {
+			l.reqToday = max(l.reqToday-1, 0)
+		}
 		l.tokToday = max(l.tokToday-r.tokens, 0)
 	}
 	l.mu.Unlock()
@@ -587,11 +626,20 @@ func (m *Multi) Cancel(now time.Time) {
 // limiter is locked on its own, so there is no lock ordering to get wrong;
 // another reservation may briefly see capacity taken that is then given back.
 func ReserveAll(now time.Time, tokens int64, ls ...*Limiter) (m Multi, retryAt time.Time, ok bool) {
+	return reserveAll(now, tokens, true, ls)
+}
+
+// ReserveAllTokens is ReserveAll of tokens alone (see Limiter.ReserveTokens).
+func ReserveAllTokens(now time.Time, tokens int64, ls ...*Limiter) (m Multi, retryAt time.Time, ok bool) {
+	return reserveAll(now, tokens, false, ls)
+}
+
+func reserveAll(now time.Time, tokens int64, request bool, ls []*Limiter) (m Multi, retryAt time.Time, ok bool) {
 	for i, l := range ls {
 		if l == nil {
 			continue
 		}
-		r, at, ok := l.Reserve(now, tokens)
+		r, at, ok := l.reserve(now, tokens, request)
 		if ok {
 			m.add(r)
 			continue
@@ -601,7 +649,7 @@ func ReserveAll(now time.Time, tokens int64, ls ...*Limiter) (m Multi, retryAt t
 			if rest == nil {
 				continue
 			}
-			if a, ok := rest.Check(now, tokens); !ok && a.After(at) {
+			if a, ok := rest.checkAt(now, tokens, request); !ok && a.After(at) {
 				at = a
 			}
 		}

@@ -728,3 +728,74 @@ func TestRetimeMovesConsumptionToSendTime(t *testing.T) {
 		t.Error("a retimed settled reservation still holds capacity")
 	}
 }
+
+// TestReserveTokens checks that tokens alone take no request, daily request
+// or concurrency slot, and give back only what they took.
+func TestReserveTokens(t *testing.T) {
+	l := NewLimiter(Limits{RPM: 60, RPD: 1, TPD: 1000, MaxConcurrent: 1})
+	session, _, ok := l.Reserve(t0, 0)
+	if !ok {
+		t.Fatal("session Reserve failed")
+	}
+	if _, _, ok := l.Reserve(t0, 0); ok {
+		t.Fatal("second request admitted past RPM, RPD and MaxConcurrent")
+	}
+	turn, retryAt, ok := l.ReserveTokens(t0, 600)
+	if !ok {
+		t.Fatalf("ReserveTokens inside the session failed, retryAt %v", describe(retryAt))
+	}
+	check := func(step string, inFlight, reqs, toks int64) {
+		t.Helper()
+		s := l.Status(t0)
+		if s.InFlight != inFlight || s.RequestsToday != reqs || s.TokensToday != toks {
+			t.Errorf("%s: in flight %d, requests %d, tokens %d; want %d, %d, %d", step, s.InFlight, s.RequestsToday, s.TokensToday, inFlight, reqs, toks)
+		}
+	}
+	check("after ReserveTokens", 1, 1, 600)
+
+	midnight := t0.Add(12 * time.Hour)
+	if _, at, ok := l.ReserveTokens(t0, 500); ok || !at.Equal(midnight) {
+		t.Fatalf("ReserveTokens past TPD = %v, %v; want false at midnight", ok, describe(at))
+	}
+	if at, ok := l.CheckTokens(t0, 500); ok || !at.Equal(midnight) {
+		t.Fatalf("CheckTokens past TPD = %v, %v; want false at midnight", ok, describe(at))
+	}
+	turn.Cancel(t0)
+	check("after Cancel", 1, 1, 0)
+
+	turn, _, ok = l.ReserveTokens(t0, 300)
+	if !ok {
+		t.Fatal("ReserveTokens after Cancel failed")
+	}
+	turn.Settle(t0, 200)
+	check("after Settle", 1, 1, 200)
+
+	l.CoolDown(t0.Add(5 * time.Second))
+	if at, ok := l.CheckTokens(t0, 1); ok || !at.Equal(t0.Add(5*time.Second)) {
+		t.Fatalf("CheckTokens while cooling = %v, %v; want false at +5s", ok, describe(at))
+	}
+	l.CoolDown(time.Time{})
+	session.Settle(t0, 0)
+	check("after the session", 0, 1, 200)
+
+	// All or nothing across limiters, as ReserveAll.
+	full := NewLimiter(Limits{TPD: 100})
+	other := NewLimiter(Limits{TPD: 1000})
+	if _, _, ok := full.ReserveTokens(t0, 100); !ok {
+		t.Fatal("filling TPD failed")
+	}
+	if _, at, ok := ReserveAllTokens(t0, 10, other, full); ok || !at.Equal(midnight) {
+		t.Fatalf("ReserveAllTokens = %v, %v; want false at midnight", ok, describe(at))
+	}
+	if s := other.Status(t0); s.TokensToday != 0 || s.InFlight != 0 {
+		t.Errorf("failed ReserveAllTokens left %+v on the other limiter", s)
+	}
+	m, _, ok := ReserveAllTokens(t0, 10, other)
+	if !ok {
+		t.Fatal("ReserveAllTokens failed")
+	}
+	m.Settle(t0, 20)
+	if s := other.Status(t0); s.TokensToday != 20 || s.RequestsToday != 0 || s.InFlight != 0 {
+		t.Errorf("after ReserveAllTokens settled: %+v", s)
+	}
+}

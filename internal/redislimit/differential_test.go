@@ -153,17 +153,25 @@ func differential(t *testing.T, b backend, seed uint64, steps int) {
 				items[i] = Item{ID: id, Limits: mem[id].Limits()}
 				ls[i] = mem[id]
 			}
-			r, states, retry, ok, err := store.Reserve(c, tokens, items, time.Minute)
+			// A fifth are tokens alone, as within a WebSocket session.
+			reserve, reserveAll, what := store.Reserve, limit.ReserveAll, "Reserve"
+			if rng.IntN(5) == 0 {
+				reserve, reserveAll, what = store.ReserveTokens, limit.ReserveAllTokens, "ReserveTokens"
+			}
+			r, states, retry, ok, err := reserve(c, tokens, items, time.Minute)
 			if err != nil {
 				t.Fatal(err)
 			}
-			m, mretry, mok := limit.ReserveAll(at(states[0]), tokens, ls...)
+			m, mretry, mok := reserveAll(at(states[0]), tokens, ls...)
 			if ok != mok || !retry.Equal(mretry) {
-				t.Fatalf("step %d: Reserve(%d) on %v: redis %v %v, memory %v %v", step, tokens, use, ok, retry, mok, mretry)
+				t.Fatalf("step %d: %s(%d) on %v: redis %v %v, memory %v %v", step, what, tokens, use, ok, retry, mok, mretry)
 			}
 			if ok {
 				pairs = append(pairs, &pair{r: r, m: m, ids: use})
 				counts["reserved"]++
+				if what == "ReserveTokens" {
+					counts["reserved: tokens alone"]++
+				}
 			} else {
 				counts["refused"]++
 				if retry.IsZero() {

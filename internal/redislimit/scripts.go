@@ -157,24 +157,34 @@ local function today(s, d)
   return s.rq, s.tq
 end
 
--- check is Limiter.check.
-local function check(s, lim, t, n, inflight)
-  local ok, at = true, 0
+-- check is Limiter.check; request is false for tokens alone.
+local function check(s, lim, t, n, inflight, request)
+  local ok, at, cr = true, 0, 0
   if s.cool > t then at, ok = s.cool, false end
-  local cr = price(s.req, 1)
-  local a, fit = fits(s.req, t, cr)
-  if not fit then at, ok = math.max(at, a), false end
+  local a, fit
+  if request then
+    cr = price(s.req, 1)
+    a, fit = fits(s.req, t, cr)
+    if not fit then at, ok = math.max(at, a), false end
+  end
   local ct = price(s.tok, capped(s.tok, n))
   a, fit = fits(s.tok, t, ct)
   if not fit then at, ok = math.max(at, a), false end
   local d = math.floor(t / DAY)
   local reqs, toks = today(s, d)
-  if lim.rpd > 0 and reqs >= lim.rpd then at, ok = math.max(at, (math.max(d, s.day) + 1) * DAY), false end
+  if request and lim.rpd > 0 and reqs >= lim.rpd then at, ok = math.max(at, (math.max(d, s.day) + 1) * DAY), false end
   if lim.tpd > 0 and toks + n > lim.tpd and (toks > 0 or n <= lim.tpd) then
     at, ok = math.max(at, (math.max(d, s.day) + 1) * DAY), false
   end
-  if lim.maxc > 0 and inflight >= lim.maxc then at, ok = 0, false end
+  if request and lim.maxc > 0 and inflight >= lim.maxc then at, ok = 0, false end
   return cr, ct, at, ok
+end
+
+-- took decodes a record's took: whether it took from the request bucket,
+-- from the token bucket, and whether it was tokens alone (no request, no
+-- daily request, no lease), as limit's took flags.
+local function tookOf(took)
+  return took % 2 == 1, math.floor(took / 2) % 2 == 1, took >= 4
 end
 
 -- record reads a reservation's record: its tokens, whether it was sent, and
@@ -200,19 +210,20 @@ local function bumplease(lease, t)
 end
 `
 
-// reserveScript is Store.Reserve. KEYS: the record, then each limiter's lim
-// and lease keys. ARGV: reservation id, tokens, lease TTL µs, then six
-// limits per limiter (rpm tpm rpd tpd max_concurrent burst_µs). Reply: ok,
+// reserveScript is Store.Reserve and Store.ReserveTokens. KEYS: the record,
+// then each limiter's lim and lease keys. ARGV: reservation id, tokens,
+// lease TTL µs, 1 for a request or 0 for tokens alone, then six limits per
+// limiter (rpm tpm rpd tpd max_concurrent burst_µs). Reply: ok,
 // time, retry, five numbers per limiter (cr ct bucket_tokens day took),
 // then 16 per limiter (the state, see state).
 var reserveScript = redis.NewScript(lib + `
 local t = clock()
-local rid, n, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local rid, n, ttl, request = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4] == '1'
 local m = (#KEYS - 1) / 2
 local ss, lims, inflight = {}, {}, {}
 for i = 1, m do
   local s = load(KEYS[2 * i])
-  local lim = limits(4 + (i - 1) * 6)
+  local lim = limits(5 + (i - 1) * 6)
   configure(s.req, t, lim.rpm, lim.burst)
   configure(s.tok, t, lim.tpm, lim.burst)
   redis.call('ZREMRANGEBYSCORE', KEYS[2 * i + 1], '-inf', fmt(t))
@@ -227,7 +238,7 @@ if rec then
 else
   local ok, retry, costs = true, 0, {}
   for i = 1, m do
-    local cr, ct, at, fit = check(ss[i], lims[i], t, n, inflight[i])
+    local cr, ct, at, fit = check(ss[i], lims[i], t, n, inflight[i], request)
     costs[i] = {cr, ct}
     if not fit then ok, retry = false, math.max(retry, at) end
   end
@@ -238,15 +249,19 @@ else
       local s = ss[i]
       local d = math.floor(t / DAY)
       if d > s.day then s.day, s.rq, s.tq = d, 0, 0 end
-      s.rq = s.rq + 1
       s.tq = s.tq + n
       local cr, ct, took = costs[i][1], costs[i][2], 0
-      if s.req.limit > 0 then take(s.req, t, cr); s.req.pending = s.req.pending + cr; took = took + 1 end
+      if request then
+        s.rq = s.rq + 1
+        if s.req.limit > 0 then take(s.req, t, cr); s.req.pending = s.req.pending + cr; took = took + 1 end
+        redis.call('ZADD', KEYS[2 * i + 1], fmt(t + ttl), rid)
+        bumplease(KEYS[2 * i + 1], t)
+        inflight[i] = inflight[i] + 1
+      else
+        took = took + 4
+      end
       if s.tok.limit > 0 then take(s.tok, t, ct); s.tok.pending = s.tok.pending + ct; took = took + 2 end
       local bt = capped(s.tok, n)
-      redis.call('ZADD', KEYS[2 * i + 1], fmt(t + ttl), rid)
-      bumplease(KEYS[2 * i + 1], t)
-      inflight[i] = inflight[i] + 1
       fields[#fields + 1] = 'c' .. i
       fields[#fields + 1] = fmt(cr) .. ' ' .. fmt(ct) .. ' ' .. fmt(bt) .. ' ' .. fmt(s.day) .. ' ' .. took
       out[#out + 1], out[#out + 2], out[#out + 3], out[#out + 4], out[#out + 5] = cr, ct, bt, s.day, took
@@ -289,7 +304,7 @@ for i = 1, m do
   if apply then
     local it = rec.items[i]
     local cr, ct, bt, day, took = it[1] or 0, it[2] or 0, it[3] or 0, it[4] or 0, it[5] or 0
-    local tookReq, tookTok = took % 2 == 1, took >= 2
+    local tookReq, tookTok, tokensOnly = tookOf(took)
     if what == 'retime' then
       if tookReq and s.req.limit > 0 then markSent(s.req, t, cr) end
       if tookTok and s.tok.limit > 0 then markSent(s.tok, t, ct) end
@@ -298,7 +313,7 @@ for i = 1, m do
       if tookReq and s.req.limit > 0 then release(s.req, cr, rec.sent) end
       if tookTok and s.tok.limit > 0 then release(s.tok, ct, rec.sent) end
       if day == s.day then
-        s.rq = math.max(s.rq - 1, 0)
+        if not tokensOnly then s.rq = math.max(s.rq - 1, 0) end
         s.tq = math.max(s.tq - rec.n, 0)
       end
     else

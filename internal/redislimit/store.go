@@ -169,6 +169,17 @@ var errNoItems = errors.New("redislimit: no items")
 // the limiters without room (see limit.Limiter.Reserve), in Redis's clock;
 // the zero Time when only releases can help.
 func (s *Store) Reserve(ctx context.Context, tokens int64, items []Item, leaseTTL time.Duration) (r *Reservation, states []limit.State, retryAt time.Time, ok bool, err error) {
+	return s.reserve(ctx, tokens, items, leaseTTL, true)
+}
+
+// ReserveTokens reserves tokens alone, as limit.ReserveAllTokens does in
+// memory: no request, no daily request, no lease on concurrency. It is
+// otherwise Reserve, and ends the same way (Settle, Retime, Cancel).
+func (s *Store) ReserveTokens(ctx context.Context, tokens int64, items []Item, leaseTTL time.Duration) (r *Reservation, states []limit.State, retryAt time.Time, ok bool, err error) {
+	return s.reserve(ctx, tokens, items, leaseTTL, false)
+}
+
+func (s *Store) reserve(ctx context.Context, tokens int64, items []Item, leaseTTL time.Duration, request bool) (r *Reservation, states []limit.State, retryAt time.Time, ok bool, err error) {
 	if len(items) == 0 {
 		return nil, nil, time.Time{}, false, errNoItems
 	}
@@ -181,7 +192,7 @@ func (s *Store) Reserve(ctx context.Context, tokens int64, items []Item, leaseTT
 	}
 	tokens = min(max(tokens, 0), maxTokens)
 	rid := s.base + "." + strconv.FormatUint(s.seq.Add(1), 36)
-	ids, keys, args := s.reserveCall(rid, tokens, items, leaseTTL)
+	ids, keys, args := s.reserveCall(rid, tokens, items, leaseTTL, request)
 	v, err := s.run(ctx, reserveScript, keys, args...)
 	if err != nil {
 		return nil, nil, time.Time{}, false, err
@@ -201,14 +212,18 @@ func (s *Store) Reserve(ctx context.Context, tokens int64, items []Item, leaseTT
 }
 
 // reserveCall returns the ids, keys and arguments of the reserve script.
-func (s *Store) reserveCall(rid string, tokens int64, items []Item, leaseTTL time.Duration) (ids, keys []string, args []any) {
+func (s *Store) reserveCall(rid string, tokens int64, items []Item, leaseTTL time.Duration, request bool) (ids, keys []string, args []any) {
 	ids = make([]string, len(items))
 	for i, it := range items {
 		ids[i] = it.ID
 	}
 	keys = s.limiterKeys(append(make([]string, 0, 1+2*len(items)), s.resKey(rid)), ids)
-	args = make([]any, 0, 3+6*len(items))
-	args = append(args, rid, tokens, max(usFromNs(int64(leaseTTL)), 1))
+	args = make([]any, 0, 4+6*len(items))
+	kind := 0
+	if request {
+		kind = 1
+	}
+	args = append(args, rid, tokens, max(usFromNs(int64(leaseTTL)), 1), kind)
 	for _, it := range items {
 		args = limitArgs(args, it.Limits)
 	}

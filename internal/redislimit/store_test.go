@@ -171,7 +171,7 @@ func TestRetriedReserve(t *testing.T) {
 	s := New(closing(t, redis.NewClient(&redis.Options{Addr: srv.Addr()})), prefix(t))
 	c := ctx(t, 10*time.Second)
 	items := []Item{{ID: "key", Limits: limit.Limits{RPM: 600, TPM: 60000}}, {ID: "client", Limits: limit.Limits{RPM: 60}}}
-	_, keys, args := s.reserveCall("rid", 100, items, time.Minute)
+	_, keys, args := s.reserveCall("rid", 100, items, time.Minute, true)
 	first, err := s.run(c, reserveScript, keys, args...)
 	if err != nil {
 		t.Fatal(err)
