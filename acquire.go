@@ -217,6 +217,9 @@ func (pr *proxyRequest) tryUpstreams(now time.Time, t *tier, eligible []bool, av
 			if avoidKeys && containsPtr(pr.tried, k) {
 				return false
 			}
+			if pr.upgrade != nil && !pr.rl.sessionRoom(k) {
+				return false
+			}
 			h, ok := reserve(pr.rl.state, now, k, pr.client.limiter, pr.estimate)
 			pr.picked = h
 			return ok

@@ -66,6 +66,7 @@ type keyView struct {
 	PromptTokens  int64        `json:"prompt_tokens"`
 	OutputTokens  int64        `json:"completion_tokens"`
 	LatencyMS     float64      `json:"latency_ms"`
+	Sessions      int64        `json:"sessions"` // WebSocket sessions open on the key
 	Limits        limit.Status `json:"limits"`
 }
 
@@ -92,6 +93,7 @@ func (ks *keyState) view(now time.Time) keyView {
 		Requests: ks.requests.Load(), Failures: ks.failures.Load(),
 		PromptTokens: ks.tokensIn.Load(), OutputTokens: ks.tokensOut.Load(),
 		LatencyMS: float64(ks.latencyNS.Load()) / 1e6,
+		Sessions:  ks.sessions.Load(),
 	}
 	if info.limiter != nil {
 		v.Limits = info.limiter.Status(now)

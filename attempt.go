@@ -254,6 +254,9 @@ const maxErrorBody = 256 << 10
 // request with its credentials replaced by the key's, the model alias
 // applied, and hop-by-hop headers removed.
 func (pr *proxyRequest) outboundRequest(ctx context.Context, key *poolKey) (*http.Request, error) {
+	if pr.upgrade != nil {
+		return pr.upgradeRequest(ctx, key)
+	}
 	u := key.upstream
 	body, err := pr.api.bodyFor(u.upstreamModel(pr.api.model), pr.injectedUsage)
 	if err != nil {

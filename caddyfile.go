@@ -91,6 +91,14 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			}
 //		}
 //
+//		websocket {                    # /v1/realtime and /v1/responses sessions
+//			max_duration            <duration>  # default 1h
+//			idle_timeout            <duration>  # default 10m
+//			max_sessions_per_client <n>         # default none
+//			max_sessions_per_key    <n>         # default none (each holds a max_concurrent slot)
+//			max_message_size        <size>      # default 16MiB
+//		}
+//
 //		state redis {                  # share state among instances (see StateConfig)
 //			address  <host:port...>        # default 127.0.0.1:6379; several: Cluster
 //			master   <name>                # Sentinel: the addresses are Sentinels
@@ -253,6 +261,16 @@ func (rl *Relay) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Err(err.Error())
 			}
 			rl.Prices = append(rl.Prices, p)
+
+		case "websocket":
+			if rl.WebSocket != nil {
+				return d.Err("websocket already specified")
+			}
+			c, err := parseWebSocket(d)
+			if err != nil {
+				return err
+			}
+			rl.WebSocket = c
 
 		case "cache":
 			if rl.Cache != nil {

@@ -86,7 +86,8 @@ type clientState struct {
 	requests  atomic.Int64
 	tokensIn  atomic.Int64
 	tokensOut atomic.Int64
-	budget    *Budget // nil without one
+	sessions  atomic.Int64 // WebSocket sessions open
+	budget    *Budget      // nil without one
 
 	// What the client spent in the current day and month, by the prices.
 	spendDay, spendMonth string
@@ -237,7 +238,12 @@ func clientSecret(h http.Header) string {
 			return strings.TrimSpace(token)
 		}
 	}
-	return strings.TrimSpace(h.Get("Api-Key"))
+	if k := strings.TrimSpace(h.Get("Api-Key")); k != "" {
+		return k
+	}
+	// A browser's WebSocket cannot set headers: it passes the key as a
+	// subprotocol (websocket.go).
+	return subprotocolSecret(h)
 }
 
 // allowsModel reports whether the client may use model. Requests without a
@@ -298,4 +304,14 @@ func endpointMatch(pattern, endpoint string) bool {
 // allowsUpstream reports whether the client may use the upstream at index i.
 func (c *Client) allowsUpstream(i int) bool {
 	return c.allowed == nil || (i < len(c.allowed) && c.allowed[i])
+}
+
+// openSession counts a WebSocket session of the client, unless it has max
+// open already (0: no bound); the caller uncounts it when it ends.
+func (cs *clientState) openSession(max int) bool {
+	if n := cs.sessions.Add(1); max > 0 && n > int64(max) {
+		cs.sessions.Add(-1)
+		return false
+	}
+	return true
 }

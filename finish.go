@@ -50,6 +50,14 @@ func (pr *proxyRequest) settle(h *hold, a answer) {
 	// tokens and does not give back what went unused: neither does the
 	// relay, or it would believe in room the upstream does not have.
 	h.settle(max(u.total, pr.promptEst+pr.api.maxOut))
+	pr.account(key, u)
+	pr.repl.Set(phPromptTokens, strconv.FormatInt(u.prompt, 10))
+	pr.repl.Set(phCompletionTokens, strconv.FormatInt(u.completion, 10))
+}
+
+// account records what an answer used, by its usage: the client's spend,
+// the key's and the client's token counters, the metrics.
+func (pr *proxyRequest) account(key *poolKey, u usage) {
 	pr.spend(u)
 	key.state.tokensIn.Add(u.prompt)
 	key.state.tokensOut.Add(u.completion)
@@ -62,6 +70,10 @@ func (pr *proxyRequest) settle(h *hold, a answer) {
 	if u.cached > 0 {
 		tokensTotal.WithLabelValues(key.upstream.Name, key.id, "cached").Add(float64(u.cached))
 	}
-	pr.repl.Set(phPromptTokens, strconv.FormatInt(u.prompt, 10))
-	pr.repl.Set(phCompletionTokens, strconv.FormatInt(u.completion, 10))
+	if u.audioIn > 0 {
+		tokensTotal.WithLabelValues(key.upstream.Name, key.id, "audio_prompt").Add(float64(u.audioIn))
+	}
+	if u.audioOut > 0 {
+		tokensTotal.WithLabelValues(key.upstream.Name, key.id, "audio_completion").Add(float64(u.audioOut))
+	}
 }

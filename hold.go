@@ -47,6 +47,21 @@ func reserve(st limiterStore, now time.Time, k *poolKey, client *limit.Limiter, 
 	return &hold{key: k, store: st, res: m, learning: learning}, true
 }
 
+// reserveTokens takes tokens alone on the key and the client's limiter, for
+// an answer within a session that holds the request and the concurrency
+// slot (a WebSocket's hold): no learning slot either, as the session's own
+// request took it and the upstream has answered since.
+func reserveTokens(st limiterStore, now time.Time, k *poolKey, client *limit.Limiter, tokens int64) (*hold, bool) {
+	if k.state.retired() {
+		return nil, false
+	}
+	m, ok := st.reserveTokens(now, tokens, k.limiter, client)
+	if !ok {
+		return nil, false
+	}
+	return &hold{key: k, store: st, res: m}, true
+}
+
 // sent tells the limiters that the request has left for the upstream, which
 // counts it from now on (see limit.Reservation.Retime).
 func (h *hold) sent() {
@@ -87,4 +102,20 @@ func (h *hold) end(handled bool, tokens int64) {
 		h.key.state.learning.Store(false)
 	}
 	capacityReleased()
+}
+
+// keep moves what h holds into a new hold, for capacity that outlives the
+// attempt that took it (a WebSocket session's request and slot): h's
+// deferred cancel then does nothing. The learning slot goes back now, as the
+// upstream has answered.
+func (h *hold) keep() *hold {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	kept := &hold{key: h.key, store: h.store, res: h.res}
+	h.res, h.ended = reservation{}, true
+	if h.learning {
+		h.learning = false
+		h.key.state.learning.Store(false)
+	}
+	return kept
 }

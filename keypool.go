@@ -50,6 +50,7 @@ type keyState struct {
 	latencyNS   atomic.Int64 // moving average of the time to response header
 	tokensIn    atomic.Int64
 	tokensOut   atomic.Int64
+	sessions    atomic.Int64 // WebSocket sessions open on the key
 }
 
 // keyInfo is what describes a key: its names, limiter and state store.

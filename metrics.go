@@ -129,6 +129,9 @@ var (
 	keyInFlightDesc = prometheus.NewDesc("caddy_openai_relay_key_in_flight",
 		"Requests in flight on each key (or its limit group).",
 		[]string{"upstream", "key"}, nil)
+	keySessionsDesc = prometheus.NewDesc("caddy_openai_relay_key_websocket_sessions",
+		"WebSocket sessions open on each key.",
+		[]string{"upstream", "key"}, nil)
 )
 
 // keyCollector reports the state of every key in use at scrape time, from
@@ -140,6 +143,7 @@ var _ prometheus.Collector = keyCollector{}
 func (keyCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- keyStateDesc
 	ch <- keyInFlightDesc
+	ch <- keySessionsDesc
 }
 
 func (keyCollector) Collect(ch chan<- prometheus.Metric) {
@@ -173,6 +177,7 @@ func (keyCollector) Collect(ch chan<- prometheus.Metric) {
 			inFlight = float64(info.limiter.InFlight())
 		}
 		ch <- prometheus.MustNewConstMetric(keyInFlightDesc, prometheus.GaugeValue, inFlight, info.upstream, info.id)
+		ch <- prometheus.MustNewConstMetric(keySessionsDesc, prometheus.GaugeValue, float64(ks.sessions.Load()), info.upstream, info.id)
 		return true
 	})
 }
@@ -255,7 +260,8 @@ func (s *queueSet) notify() {
 // registers (and the Grafana dashboard's test checks its queries against).
 func collectors() []prometheus.Collector {
 	return []prometheus.Collector{requestsTotal, modelRequestsTotal, upstreamLatency, timeToFirstToken, retriesTotal, tokensTotal,
-		keyRetirements, spendTotal, queueWait, queueLength, keyCollector{}, cacheResults, cacheBytes, cacheEntries, cacheEvictions, stateModeGauge}
+		keyRetirements, spendTotal, queueWait, queueLength, keyCollector{}, cacheResults, cacheBytes, cacheEntries, cacheEvictions, stateModeGauge,
+		wsSessionsOpen, wsSessionsTotal, wsMessagesTotal, wsBytesTotal}
 }
 
 func registerMetrics(reg *prometheus.Registry) {
@@ -331,3 +337,35 @@ func modelLabel(model string) string {
 	}
 	return "other"
 }
+
+// The WebSocket sessions' metrics (websocket.go, wssession.go). Open
+// sessions per key are a series of keyCollector's.
+var (
+	wsSessionsOpen = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: "caddy",
+		Subsystem: "openai_relay",
+		Name:      "websocket_sessions",
+		Help:      "WebSocket sessions open, by endpoint (realtime, responses).",
+	}, []string{"endpoint"})
+
+	wsSessionsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy",
+		Subsystem: "openai_relay",
+		Name:      "websocket_sessions_total",
+		Help:      "WebSocket sessions opened, by endpoint.",
+	}, []string{"endpoint"})
+
+	wsMessagesTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy",
+		Subsystem: "openai_relay",
+		Name:      "websocket_messages_total",
+		Help:      "WebSocket data messages relayed, by direction (up: client to upstream, down: upstream to client).",
+	}, []string{"direction"})
+
+	wsBytesTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy",
+		Subsystem: "openai_relay",
+		Name:      "websocket_bytes_total",
+		Help:      "Payload bytes of the WebSocket data messages relayed, by direction.",
+	}, []string{"direction"})
+)

@@ -41,6 +41,10 @@ func init() {
 // `{http.openai_relay.prompt_tokens}` | prompt tokens the answer reported
 // `{http.openai_relay.completion_tokens}` | completion tokens the answer reported
 // `{http.openai_relay.cache}` | HIT, MISS, BYPASS or COALESCED when the cache is on
+// `{http.openai_relay.ws_responses}` | responses a WebSocket session settled (set when it ends; the token placeholders are the session's sums)
+// `{http.openai_relay.ws_messages_up}`, `{http.openai_relay.ws_messages_down}` | data messages client → upstream and upstream → client
+// `{http.openai_relay.ws_bytes_up}`, `{http.openai_relay.ws_bytes_down}` | their payload bytes
+// `{http.openai_relay.ws_duration_ms}` | how long the session was open
 //
 // With an events app, it emits the Caddy events key_retired, key_restored,
 // key_cooling, budget_spent and queue_full (see events.go).
@@ -135,6 +139,11 @@ type Relay struct {
 	// known owner). A client's own setting wins. Default: "owned".
 	Objects string `json:"objects,omitempty"`
 
+	// WebSocket bounds the WebSocket sessions (/v1/realtime, /v1/responses
+	// upgraded) the relay carries. Default: see WebSocketConfig (sessions
+	// of at most an hour, closed after 10 minutes idle).
+	WebSocket *WebSocketConfig `json:"websocket,omitempty"`
+
 	clients clientTable
 	keys    []*poolKey
 	tiers   []*tier
@@ -159,6 +168,8 @@ type Relay struct {
 	// poolHash names the relay's key pool in its clients' stable ids
 	// (objects.go).
 	poolHash string
+	// sessions are the WebSocket sessions open through this config.
+	sessions *sessionTable
 }
 
 // tier is the upstreams of one priority and their keys.
@@ -244,6 +255,12 @@ func (rl *Relay) Provision(ctx caddy.Context) error {
 	if err := rl.provisionEstimator(); err != nil {
 		return err
 	}
+	if rl.WebSocket != nil {
+		if err := rl.WebSocket.provision(); err != nil {
+			return err
+		}
+	}
+	rl.sessions = new(sessionTable)
 	if err := rl.validatePrices(); err != nil {
 		return err
 	}
@@ -292,6 +309,7 @@ func (rl *Relay) Provision(ctx caddy.Context) error {
 	}
 	addModelLabels(rl.configuredModels())
 	go rl.probeRetired(ctx)
+	go rl.sweepSessions(ctx)
 	startSnapshots()
 	startHistory()
 	rl.snapshotting = true

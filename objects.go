@@ -601,6 +601,9 @@ func (pr *proxyRequest) checkObjects() *apiError {
 	var refused *apiError
 	pin := ""
 	pr.api.namedObjects(func(ref objectRef) bool {
+		if pr.ownIDs[ref.id] {
+			return true // a response of the same WebSocket session
+		}
 		rec, ok := pr.rl.may(owner, shared, ref.id)
 		if !ok {
 			refused = errNoSuchObject(ref)

@@ -68,7 +68,8 @@ type verdict struct {
 // which no other key of the same limits would accept either.
 func classify(status int, body []byte) verdict {
 	switch {
-	case status >= 200 && status < 300:
+	case status >= 200 && status < 300, status == http.StatusSwitchingProtocols:
+		// 101: a WebSocket session the upstream accepted (websocket.go).
 		return verdict{outcome: outcomeSuccess}
 	case status >= 500:
 		return verdict{outcome: outcomeServerError}

@@ -83,8 +83,17 @@ func (rs *redisState) mirrorOf(l *limit.Limiter) *mirror {
 // the client's limiters at once. A refusal (another instance took the
 // room) updates the mirrors, so the caller moves on to another key.
 func (rs *redisState) reserve(now time.Time, tokens int64, key, client *limit.Limiter) (reservation, bool) {
+	return rs.reserveShared(now, tokens, true, key, client)
+}
+
+// reserveTokens is reserve of tokens alone (limiterStore.reserveTokens).
+func (rs *redisState) reserveTokens(now time.Time, tokens int64, key, client *limit.Limiter) (reservation, bool) {
+	return rs.reserveShared(now, tokens, false, key, client)
+}
+
+func (rs *redisState) reserveShared(now time.Time, tokens int64, request bool, key, client *limit.Limiter) (reservation, bool) {
 	if rs.down.Load() {
-		return rs.reserveLocal(now, tokens, key, client)
+		return rs.reserveLocal(now, tokens, request, key, client)
 	}
 	ms := rs.mirrorsOf(key, client)
 	if len(ms) == 0 {
@@ -100,7 +109,11 @@ func (rs *redisState) reserve(now time.Time, tokens int64, key, client *limit.Li
 		ok     bool
 	)
 	err := rs.call(func(ctx context.Context) (err error) {
-		r, states, _, ok, err = rs.lim.Reserve(ctx, tokens, items, leaseTTL)
+		reserve := rs.lim.Reserve
+		if !request {
+			reserve = rs.lim.ReserveTokens
+		}
+		r, states, _, ok, err = reserve(ctx, tokens, items, leaseTTL)
 		return err
 	})
 	if err != nil {
@@ -125,11 +138,15 @@ func (rs *redisState) reserve(now time.Time, tokens int64, key, client *limit.Li
 // reserveLocal reserves on the mirrors, as memory mode does, with this
 // instance's share of the limits (local mode); in reject mode nothing is
 // reserved.
-func (rs *redisState) reserveLocal(now time.Time, tokens int64, key, client *limit.Limiter) (reservation, bool) {
+func (rs *redisState) reserveLocal(now time.Time, tokens int64, request bool, key, client *limit.Limiter) (reservation, bool) {
 	if rs.reject {
 		return reservation{}, false
 	}
-	m, _, ok := limit.ReserveAll(now, tokens, key, client)
+	reserveAll := limit.ReserveAll
+	if !request {
+		reserveAll = limit.ReserveAllTokens
+	}
+	m, _, ok := reserveAll(now, tokens, key, client)
 	return reservation{local: m}, ok
 }
 

@@ -42,6 +42,14 @@ type proxyRequest struct {
 	failedUp      []*Upstream // upstreams that failed with a server or network error
 	retries       int
 	picked        *hold // the hold a key picker's try took (tryUpstreams)
+
+	// upgrade is set for a WebSocket session's request (websocket.go):
+	// its attempts dial the upstream, and keys with max_sessions_per_key
+	// open sessions are passed over.
+	upgrade *wsUpgrade
+	// ownIDs are the responses of the WebSocket session a response.create
+	// belongs to, which it may continue (stored or not).
+	ownIDs map[string]bool
 }
 
 // route finds the keys that may serve the request and refuses, before the

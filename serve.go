@@ -20,6 +20,14 @@ const (
 
 	phPromptTokens     = "http.openai_relay.prompt_tokens"
 	phCompletionTokens = "http.openai_relay.completion_tokens"
+
+	// Set when a WebSocket session ends (wssession.go).
+	phWSResponses    = "http.openai_relay.ws_responses"
+	phWSMessagesUp   = "http.openai_relay.ws_messages_up"
+	phWSMessagesDown = "http.openai_relay.ws_messages_down"
+	phWSBytesUp      = "http.openai_relay.ws_bytes_up"
+	phWSBytesDown    = "http.openai_relay.ws_bytes_down"
+	phWSDurationMS   = "http.openai_relay.ws_duration_ms"
 )
 
 // ServeHTTP relays one request. The relay is a terminal handler: it answers
@@ -36,6 +44,11 @@ func (rl *Relay) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 	}
 	client, ok := rl.authenticate(w, r, repl)
 	if !ok {
+		return nil
+	}
+	if isWebSocketUpgrade(r) {
+		// A session, not a request: websocket.go owns it from here.
+		rl.serveWebSocket(w, r, client, repl)
 		return nil
 	}
 	ar, ok := rl.parse(w, r, client, repl)
@@ -60,7 +73,17 @@ func (rl *Relay) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 // room, sends, and either responds and finishes, or fails over to another
 // key (up to Retries more); when every attempt failed, the last failure is
 // reported.
-func (pr *proxyRequest) relay(w http.ResponseWriter) {
+func (pr *proxyRequest) relay(w http.ResponseWriter) { pr.relayWith(w, pr.deliver) }
+
+// deliver gives the client the answer of the attempt that got one, and
+// settles it.
+func (pr *proxyRequest) deliver(w http.ResponseWriter, resp *http.Response, h *hold, success bool) {
+	pr.finish(h, pr.respond(w, resp, h, success))
+}
+
+// relayWith is relay with what is done with the answer of the attempt that
+// got one: a WebSocket session (websocket.go) runs there.
+func (pr *proxyRequest) relayWith(w http.ResponseWriter, deliver func(http.ResponseWriter, *http.Response, *hold, bool)) {
 	defer func() {
 		pr.repl.Set(phQueueMS, strconv.FormatInt(pr.queued.Milliseconds(), 10))
 	}()
@@ -96,7 +119,7 @@ func (pr *proxyRequest) relay(w http.ResponseWriter) {
 		resp, success, f := pr.attempt(ctx, h)
 		if f == nil {
 			if resp != nil {
-				pr.finish(h, pr.respond(w, resp, h, success))
+				deliver(w, resp, h, success)
 			}
 			return
 		}

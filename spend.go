@@ -151,8 +151,7 @@ func (pr *proxyRequest) reserveBudget() *apiError {
 	est, priced := pr.rl.price(pr.api.model, usage{prompt: pr.promptEst, completion: pr.api.maxOut})
 	if pr.req.Method == http.MethodPost && pr.api.model != "" && !priced {
 		// A model without a price would cost the budget nothing.
-		return &apiError{Status: http.StatusForbidden, Type: "invalid_request_error", Code: "unpriced_model", Param: "model",
-			Message: "This client has a budget, and the relay has no price for the model " + truncateForMessage(pr.api.model) + "."}
+		return errUnpricedModel(pr.api.model)
 	}
 	now := time.Now()
 	if pr.rl.state.unavailable() {
@@ -186,4 +185,11 @@ func (pr *proxyRequest) overBudget(now time.Time) *apiError {
 		Message:    fmt.Sprintf("This client has spent its %s budget of $%.2f. It renews at %s.", b.Period, b.USD, renews.Format(time.RFC3339)),
 		RetryAfter: time.Until(renews),
 	}
+}
+
+// errUnpricedModel refuses a client with a budget a model the relay has no
+// price for: its answers would cost the budget nothing.
+func errUnpricedModel(model string) *apiError {
+	return &apiError{Status: http.StatusForbidden, Type: "invalid_request_error", Code: "unpriced_model", Param: "model",
+		Message: "This client has a budget, and the relay has no price for the model " + truncateForMessage(model) + "."}
 }

@@ -95,6 +95,9 @@ type limiterStore interface {
 	// reserve takes one request and tokens on a key's limiter and a
 	// client's (nil: none) at once, or nothing.
 	reserve(now time.Time, tokens int64, key, client *limit.Limiter) (reservation, bool)
+	// reserveTokens is reserve of tokens alone, with no request and no
+	// concurrency slot: an answer within a session that holds those.
+	reserveTokens(now time.Time, tokens int64, key, client *limit.Limiter) (reservation, bool)
 	// sent, settle and cancel are a reservation's later life: the request
 	// left for the upstream; it was handled and used tokens; it was not.
 	sent(r *reservation, now time.Time)
@@ -138,6 +141,11 @@ func (memoryLimiters) release(id string) { _, _ = limiterStates.Delete(id) }
 
 func (memoryLimiters) reserve(now time.Time, tokens int64, key, client *limit.Limiter) (reservation, bool) {
 	m, _, ok := limit.ReserveAll(now, tokens, key, client)
+	return reservation{local: m}, ok
+}
+
+func (memoryLimiters) reserveTokens(now time.Time, tokens int64, key, client *limit.Limiter) (reservation, bool) {
+	m, _, ok := limit.ReserveAllTokens(now, tokens, key, client)
 	return reservation{local: m}, ok
 }
 

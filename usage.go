@@ -9,16 +9,21 @@ import (
 )
 
 // usage is what an answer reports it used. cached is the part of prompt
-// that the upstream served from its prompt cache (billed at a lower price).
+// that the upstream served from its prompt cache (billed at a lower price);
+// audioIn and audioOut the parts of prompt and completion that were audio
+// (a Realtime response's input_token_details and output_token_details).
 type usage struct {
 	prompt, completion, total, cached int64
+	audioIn, audioOut                 int64
 }
 
 // usageOf finds the top-level usage object of a JSON answer and reads its
 // counts without decoding the rest of the answer: prompt/completion tokens
 // (chat completions, completions, embeddings) or input/output tokens (the
 // Responses API), the total, and the cached part of the prompt
-// (prompt_tokens_details.cached_tokens, input_tokens_details.cached_tokens).
+// (prompt_tokens_details.cached_tokens, input_tokens_details.cached_tokens,
+// and the Realtime API's input_token_details.cached_tokens), and the audio
+// parts the Realtime API reports.
 func usageOf(body []byte) (usage, bool) {
 	raw, ok := member(body, "usage")
 	if !ok || len(raw) == 0 || raw[0] != '{' {
@@ -34,12 +39,12 @@ func usageOf(body []byte) (usage, bool) {
 			target = &u.completion
 		case "total_tokens":
 			target = &u.total
-		case "prompt_tokens_details", "input_tokens_details":
-			if c, ok := member(raw[start:end], "cached_tokens"); ok {
-				if n, err := strconv.ParseInt(string(c), 10, 64); err == nil && n > 0 {
-					u.cached += n
-				}
-			}
+		case "prompt_tokens_details", "input_tokens_details", "input_token_details":
+			u.cached += count(raw[start:end], "cached_tokens")
+			u.audioIn += count(raw[start:end], "audio_tokens")
+			return
+		case "output_token_details", "completion_tokens_details":
+			u.audioOut += count(raw[start:end], "audio_tokens")
 			return
 		default:
 			return
@@ -55,7 +60,20 @@ func usageOf(body []byte) (usage, bool) {
 		u.total = u.prompt + u.completion
 	}
 	u.cached = min(u.cached, u.prompt)
+	u.audioIn, u.audioOut = min(u.audioIn, u.prompt), min(u.audioOut, u.completion)
 	return u, true
+}
+
+// count is the positive integer member name of a JSON object, else 0.
+func count(obj []byte, name string) int64 {
+	c, ok := member(obj, name)
+	if !ok {
+		return 0
+	}
+	if n, err := strconv.ParseInt(string(c), 10, 64); err == nil && n > 0 {
+		return n
+	}
+	return 0
 }
 
 // member returns the raw value of a top-level member of a JSON object.

@@ -91,12 +91,13 @@ func TestUsageOf(t *testing.T) {
 		want usage
 		ok   bool
 	}{
-		{`{"id":"x","choices":[{"message":{"content":"{\"usage\":1}"}}],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}`, usage{3, 4, 7, 0}, true},
-		{`{"object":"response","usage":{"input_tokens":10,"output_tokens":5,"total_tokens":15}}`, usage{10, 5, 15, 0}, true},
-		{`{"object":"list","data":[],"usage":{"prompt_tokens":8,"total_tokens":8}}`, usage{8, 0, 8, 0}, true},
-		{`{"usage":{"prompt_tokens":2006,"completion_tokens":300,"total_tokens":2306,"prompt_tokens_details":{"cached_tokens":1920,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":0}}}`, usage{2006, 300, 2306, 1920}, true},
-		{`{"object":"response","usage":{"input_tokens":100,"input_tokens_details":{"cached_tokens":64},"output_tokens":5,"output_tokens_details":{"reasoning_tokens":2},"total_tokens":105}}`, usage{100, 5, 105, 64}, true},
-		{`{"usage":{"prompt_tokens":10,"prompt_tokens_details":{"cached_tokens":99},"total_tokens":10}}`, usage{10, 0, 10, 10}, true},
+		{`{"id":"x","choices":[{"message":{"content":"{\"usage\":1}"}}],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}`, usage{3, 4, 7, 0, 0, 0}, true},
+		{`{"object":"response","usage":{"input_tokens":10,"output_tokens":5,"total_tokens":15}}`, usage{10, 5, 15, 0, 0, 0}, true},
+		{`{"object":"list","data":[],"usage":{"prompt_tokens":8,"total_tokens":8}}`, usage{8, 0, 8, 0, 0, 0}, true},
+		{`{"usage":{"prompt_tokens":2006,"completion_tokens":300,"total_tokens":2306,"prompt_tokens_details":{"cached_tokens":1920,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":0}}}`, usage{2006, 300, 2306, 1920, 0, 0}, true},
+		{`{"object":"response","usage":{"input_tokens":100,"input_tokens_details":{"cached_tokens":64},"output_tokens":5,"output_tokens_details":{"reasoning_tokens":2},"total_tokens":105}}`, usage{100, 5, 105, 64, 0, 0}, true},
+		{`{"usage":{"prompt_tokens":10,"prompt_tokens_details":{"cached_tokens":99},"total_tokens":10}}`, usage{10, 0, 10, 10, 0, 0}, true},
+		{`{"type":"realtime.response","usage":{"total_tokens":60,"input_tokens":40,"output_tokens":20,"input_token_details":{"cached_tokens":8,"text_tokens":10,"audio_tokens":30},"output_token_details":{"text_tokens":5,"audio_tokens":15}}}`, usage{40, 20, 60, 8, 30, 15}, true},
 		{`{"object":"list","data":[]}`, usage{}, false},
 		{`{"usage":null}`, usage{}, false},
 		{`not json`, usage{}, false},

@@ -205,7 +205,7 @@ func rtEventID() string { return newID("event_", 21) }
 func (c *call) serveWebSocket(ep endpoint, drop int) {
 	s := c.s
 	if ep == epRealtime {
-		if !c.checkModel() || !c.admitN(1, 0) {
+		if !c.checkModel() || !c.realtimeModel() || !c.admitN(1, 0) {
 			return
 		}
 	} else if s.rlHeaders {
@@ -281,6 +281,21 @@ func (c *call) checkModel() bool {
 	default:
 		return true
 	}
+	return false
+}
+
+// realtimeModel refuses a session for a model that is served but not a
+// realtime one, as the API does: it answers such a connection with
+// invalid_model "not supported in realtime mode" (seen reported against
+// api.openai.com in hurttlocker/o8#2165, for POST /v1/realtime/client_secrets
+// tokens whose model the realtime endpoint then refused). Realtime models
+// are those whose name says so (gpt-realtime, gpt-4o-realtime-preview,
+// gpt-realtime-mini, …).
+func (c *call) realtimeModel() bool {
+	if strings.Contains(c.model, "realtime") {
+		return true
+	}
+	c.fail(http.StatusBadRequest, "Model \""+c.model+"\" is not supported in realtime mode.", "invalid_request_error", strp("model"), strp("invalid_model"))
 	return false
 }
 
@@ -769,4 +784,11 @@ func rateLimitsEvent(rl *rlSnapshot) []map[string]any {
 		out = append(out, map[string]any{"name": "tokens", "limit": rl.tpmLimit, "remaining": rl.tpmRemaining, "reset_seconds": rl.tpmReset.Seconds()})
 	}
 	return out
+}
+
+// OpenWebSockets is the number of WebSocket sessions open now.
+func (s *Server) OpenWebSockets() int {
+	s.wsMu.Lock()
+	defer s.wsMu.Unlock()
+	return len(s.wsConns)
 }
