@@ -329,11 +329,22 @@ type clusterKeyView struct {
 	ID       string `json:"id"`
 	Upstream string `json:"upstream"`
 	State    string `json:"state"`
+	Limits   struct {
+		RequestsToday int64 `json:"requests_today"`
+		TokensToday   int64 `json:"tokens_today"`
+	} `json:"limits"`
 }
 
 // keyState is the state (available, cooling, retired) that this instance's
 // admin API shows for the key named id, "" if it shows none.
 func (in *instance) keyState(id string) string {
+	in.t.Helper()
+	return in.key(id).State
+}
+
+// key is what this instance's admin API shows of the key named id (the
+// zero view if it shows none).
+func (in *instance) key(id string) clusterKeyView {
 	in.t.Helper()
 	resp, err := clusterHTTP.Get(in.admin + "/openai_relay/keys")
 	if err != nil {
@@ -346,10 +357,10 @@ func (in *instance) keyState(id string) string {
 	}
 	for _, k := range keys {
 		if k.ID == id {
-			return k.State
+			return k
 		}
 	}
-	return ""
+	return clusterKeyView{}
 }
 
 // tail is the last n lines of b.
