@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -663,4 +664,65 @@ func TestE2EWebSocketWaitsForRoom(t *testing.T) {
 			t.Errorf("the upstream refused %s %s with 429", rec.Path, rec.Event)
 		}
 	}
+}
+
+// TestE2EWebSocketTLSUpstream dials a Realtime session to an https upstream
+// that offers HTTP/2 (a self-signed certificate, through the upstream's
+// transport block), with Azure-style api-key auth and a model alias: the
+// upgrade goes over HTTP/1.1 on the upstream's transport, with the key's
+// header, and the model as the upstream names it.
+func TestE2EWebSocketTLSUpstream(t *testing.T) {
+	fake := fakeopenai.NewHandler(fakeopenai.Options{RequireAPIKeyHeader: true})
+	k := "azure-ws-key-0123456789abcdef01"
+	fake.AddKey(k, fakeopenai.KeyLimits{})
+	srv := httptest.NewUnstartedServer(fake)
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	defer srv.Close()
+	t.Setenv("E2E_WS_TLS_KEY", k)
+	e := startRelay(t, fakeAt(srv.URL+"/v1"), `
+		client app {
+			key rk-ws-tls-client-0000000001
+		}
+		upstream azure {
+			url {UPSTREAM}
+			auth api-key
+			model_alias voice gpt-realtime
+			transport http {
+				tls_insecure_skip_verify
+			}
+			key {env.E2E_WS_TLS_KEY}
+		}`)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, resp, err := wsDial(t, ctx, "/realtime?model=voice", bearer("rk-ws-tls-client-0000000001"))
+	if err != nil {
+		t.Fatalf("dial: %v (%v)", err, resp)
+	}
+	defer c.CloseNow()
+	wsUntil(t, ctx, c, "session.created")
+	done := realtimeTurn(t, ctx, c, "over tls")
+	if done.Response == nil || done.Response.Usage == nil || done.Response.Usage.TotalTokens == 0 {
+		t.Fatalf("response.done without usage: %s", done.raw)
+	}
+	c.Close(websocket.StatusNormalClosure, "")
+	var upgrades int
+	for _, r := range fake.Records() {
+		if r.Status != http.StatusSwitchingProtocols {
+			continue
+		}
+		upgrades++
+		for name, vs := range r.Header {
+			if strings.Contains(strings.Join(vs, ","), "rk-ws-tls") {
+				t.Errorf("the client's key reached the upstream in %s", name)
+			}
+		}
+		if r.Header.Get("Api-Key") != k || r.Header.Get("Authorization") != "" || r.Model != "gpt-realtime" {
+			t.Errorf("upgrade record: api-key %t, authorization set %t, model %q", r.Header.Get("Api-Key") == k, r.Header.Get("Authorization") != "", r.Model)
+		}
+	}
+	if upgrades != 1 {
+		t.Errorf("the upstream saw %d upgrades, want 1", upgrades)
+	}
+	e.assertNoSecrets([]string{k}, []string{"rk-ws-tls-client-0000000001"})
 }

@@ -113,6 +113,9 @@ func (e *e2e) assertNoSecrets(upstreamKeys []string, clientKeys []string) {
 			e.t.Errorf("secret %s… appears in the log: %.300s", k[:6], logs[start:])
 		}
 	}
+	if e.fake == nil {
+		return // an upstream started otherwise: the test checks its records
+	}
 	for _, rec := range e.fake.Records() {
 		for name, values := range rec.Header {
 			for _, v := range values {
