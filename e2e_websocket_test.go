@@ -306,6 +306,7 @@ func TestE2EWebSocketResponses(t *testing.T) {
 // wsKeyView is what these tests read of a key in the admin API.
 type wsKeyView struct {
 	ID               string `json:"id"`
+	Requests         int64  `json:"requests"`
 	Sessions         int64  `json:"sessions"`
 	PromptTokens     int64  `json:"prompt_tokens"`
 	CompletionTokens int64  `json:"completion_tokens"`

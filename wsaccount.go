@@ -63,6 +63,10 @@ func (s *wsSession) planResponse(req *proxyRequest, eventID string, estimate, al
 	}
 	r.h = h
 	h.sent()
+	if !s.realtime {
+		r.request = true
+		s.key.state.requests.Add(1)
+	}
 	return r, nil, 0
 }
 
@@ -216,6 +220,14 @@ func (s *wsSession) completed(resp []byte) {
 	if !s.realtime {
 		req.rememberResponse(s.key, resp, nil)
 	}
+	if r.request {
+		// A failed response was the upstream's doing, as a 5xx is.
+		outcome := "success"
+		if stringMember(resp, "status") == "failed" {
+			outcome = "server_error"
+		}
+		req.count(s.key, outcome)
+	}
 	req.account(s.key, u)
 	s.tokensIn.Add(u.prompt)
 	s.tokensOut.Add(u.completion)
@@ -242,7 +254,16 @@ func (s *wsSession) refused(msg []byte) {
 		r.h.cancel()
 	}
 	e, _ := member(msg, "error")
-	if stringMember(e, "code") != "rate_limit_exceeded" {
+	limited := stringMember(e, "code") == "rate_limit_exceeded"
+	if r != nil && r.request {
+		// Refused by the upstream: a 4xx (or 429) of an HTTP request.
+		outcome := "client_error"
+		if limited {
+			outcome = "rate_limited"
+		}
+		r.pr.count(s.key, outcome)
+	}
+	if !limited {
 		return
 	}
 	now := time.Now()

@@ -81,6 +81,10 @@ type wsResponse struct {
 	// pr is the request a Responses socket's response.create stands for:
 	// its model, objects and spend.
 	pr *proxyRequest
+	// request is set for a Responses socket's response that is a request
+	// of its own at the API, counted when it ends (the first one's request
+	// is the dial's attempt, counted there).
+	request bool
 }
 
 var wsEventSeq atomic.Int64

@@ -341,9 +341,14 @@ type textConfig struct {
 }
 
 type respUsage struct {
-	InputTokens        int `json:"input_tokens"`
+	InputTokens int `json:"input_tokens"`
+	// InputTokensDetails has both fields the API reports, as the official
+	// Node SDK (openai 7.59, resources/responses ResponseUsage.
+	// InputTokensDetails) declares them, neither optional: cached_tokens
+	// read from the prompt cache, cache_write_tokens written to it.
 	InputTokensDetails struct {
-		CachedTokens int `json:"cached_tokens"`
+		CachedTokens     int `json:"cached_tokens"`
+		CacheWriteTokens int `json:"cache_write_tokens"`
 	} `json:"input_tokens_details"`
 	OutputTokens        int `json:"output_tokens"`
 	OutputTokensDetails struct {
@@ -414,6 +419,11 @@ func (c *call) responses(req *apiRequest, last string, prompt, cached, allow, dr
 	}
 	usage := &respUsage{InputTokens: prompt, OutputTokens: completion, TotalTokens: prompt + completion}
 	usage.InputTokensDetails.CachedTokens = cached
+	if !c.s.opts.NoPromptCache {
+		// What the cache keeps of this prompt (its cacheable prefix) and
+		// did not hold before is written now.
+		usage.InputTokensDetails.CacheWriteTokens = max(cachedTokensFor(prompt)-cached, 0)
+	}
 	toolChoice := req.ToolChoice
 	if len(toolChoice) == 0 {
 		toolChoice = json.RawMessage(`"auto"`)
