@@ -721,7 +721,12 @@ func (rs *rtSession) respond(data []byte) {
 			return
 		}
 	}
-	part := map[string]any{"type": rs.msgParts, "text": ""}
+	// The content_part events' part is "text" or "audio" in both
+	// protocols (openai-node resources/realtime ResponseContentPartAddedEvent
+	// .part.type, openai-python types/realtime
+	// response_content_part_added_event.py Literal["text", "audio"]); the
+	// item's own content is output_text in GA (msgParts).
+	part := map[string]any{"type": "text", "text": ""}
 	loc := func(v map[string]any) map[string]any {
 		v["response_id"], v["item_id"], v["output_index"], v["content_index"] = respID, itemID, 0, 0
 		return v
@@ -738,10 +743,9 @@ func (rs *rtSession) respond(data []byte) {
 			return
 		}
 	}
-	donePart := map[string]any{"type": rs.msgParts, "text": text}
-	item["status"], item["content"] = status, []any{donePart}
+	item["status"], item["content"] = status, []any{map[string]any{"type": rs.msgParts, "text": text}}
 	if !send(loc(map[string]any{"type": doneName, "text": text})) ||
-		!send(loc(map[string]any{"type": "response.content_part.done", "part": donePart})) ||
+		!send(loc(map[string]any{"type": "response.content_part.done", "part": map[string]any{"type": "text", "text": text}})) ||
 		!send(map[string]any{"type": "response.output_item.done", "response_id": respID, "output_index": 0, "item": item}) {
 		return
 	}

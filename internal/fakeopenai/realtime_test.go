@@ -290,6 +290,23 @@ func TestRealtimeResponse(t *testing.T) {
 			if text.String() != "echo: hello there!" {
 				t.Fatalf("text %q", text.String())
 			}
+			// The content_part events' part is "text" in both protocols;
+			// the item's content is output_text in GA.
+			for _, e := range evs {
+				var v struct {
+					Part struct{ Type string } `json:"part"`
+					Item struct {
+						Content []struct{ Type string } `json:"content"`
+					} `json:"item"`
+				}
+				_ = json.Unmarshal(e.raw, &v)
+				if strings.HasPrefix(e.Type, "response.content_part.") && v.Part.Type != "text" {
+					t.Errorf("%s: part type %q, want text", e.Type, v.Part.Type)
+				}
+				if e.Type == "response.output_item.done" && tc.name == "GA" && (len(v.Item.Content) != 1 || v.Item.Content[0].Type != "output_text") {
+					t.Errorf("GA item content %+v, want output_text", v.Item.Content)
+				}
+			}
 			done := evs[len(evs)-1]
 			var u rtUsageMirror
 			if err := json.Unmarshal(done.Response.Usage, &u); err != nil {
