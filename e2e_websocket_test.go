@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/responses"
 
 	"github.com/caddyrelay/openairelay/internal/fakeopenai"
 )
@@ -726,4 +728,65 @@ func TestE2EWebSocketTLSUpstream(t *testing.T) {
 		t.Errorf("the upstream saw %d upgrades, want 1", upgrades)
 	}
 	e.assertNoSecrets([]string{k}, []string{"rk-ws-tls-client-0000000001"})
+}
+
+// TestE2EWebSocketGoSDKResponses drives the Responses WebSocket mode with
+// the official Go SDK's client (openai-go ResponseService.Connect, from
+// v3.99.0): three responses on one socket, each continuing the last, every
+// one settled on the key.
+func TestE2EWebSocketGoSDKResponses(t *testing.T) {
+	fake := fakeopenai.New(fakeopenai.Options{})
+	defer fake.Close()
+	upKey := "sk-e2e-ws-gosdk-upstream-0001"
+	fake.AddKey(upKey, fakeopenai.KeyLimits{RPM: 1000, TPM: 1000000})
+	t.Setenv("E2E_WS_KEY", upKey)
+	e := startRelay(t, fake, `
+		client app {
+			key rk-ws-gosdk-client-00000001
+		}
+		upstream fake {UPSTREAM} {
+			key {env.E2E_WS_KEY} {
+				name wsgosdk
+			}
+		}`)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	client := sdk("rk-ws-gosdk-client-00000001")
+	conn, err := client.Responses.Connect(ctx, responses.ResponseConnectionOptions{})
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	defer conn.Abort()
+	var previous string
+	var tokens int64
+	for i := range 3 {
+		ev := responses.ResponsesClientEventResponseCreateParam{
+			Model: "gpt-4o-mini",
+			Input: responses.ResponsesClientEventResponseCreateInputUnionParam{OfString: openai.String(fmt.Sprintf("go sdk turn %d", i))},
+		}
+		if previous != "" {
+			ev.PreviousResponseID = openai.String(previous)
+		}
+		if err := conn.Create(ctx, ev); err != nil {
+			t.Fatalf("turn %d: create: %v", i, err)
+		}
+		resp, err := conn.FinalResponse(ctx)
+		if err != nil {
+			t.Fatalf("turn %d: %v", i, err)
+		}
+		if resp.Status != "completed" || resp.OutputText() == "" || resp.Usage.TotalTokens == 0 {
+			t.Fatalf("turn %d: status %s, text %q, usage %+v", i, resp.Status, resp.OutputText(), resp.Usage)
+		}
+		previous = resp.ID
+		tokens += resp.Usage.TotalTokens
+	}
+	if err := conn.Close(); err != nil {
+		t.Errorf("close: %v", err)
+	}
+	waitFor(t, func() bool { return fake.OpenWebSockets() == 0 }, "the upstream socket to close")
+	k := wsAdminKey(t, "wsgosdk")
+	if k.Requests != 3 || k.PromptTokens+k.CompletionTokens != tokens {
+		t.Errorf("the key counted %d requests and %d tokens; want 3 and the %d the responses reported", k.Requests, k.PromptTokens+k.CompletionTokens, tokens)
+	}
+	e.assertNoSecrets([]string{upKey}, []string{"rk-ws-gosdk-client-00000001"})
 }
