@@ -790,3 +790,99 @@ func TestE2EWebSocketGoSDKResponses(t *testing.T) {
 	}
 	e.assertNoSecrets([]string{upKey}, []string{"rk-ws-gosdk-client-00000001"})
 }
+
+// TestE2EWebSocketGoSDKLanes runs two responses at once on one Responses
+// socket, each on its own stream_id lane of the Go SDK, and a third the
+// relay refuses (a model the client may not use): every lane gets its own
+// events, the refusal included, and both responses are settled on the key.
+func TestE2EWebSocketGoSDKLanes(t *testing.T) {
+	fake := fakeopenai.New(fakeopenai.Options{})
+	defer fake.Close()
+	upKey := "sk-e2e-ws-lanes-upstream-00001"
+	fake.AddKey(upKey, fakeopenai.KeyLimits{RPM: 1000, TPM: 1000000})
+	t.Setenv("E2E_WS_KEY", upKey)
+	startRelay(t, fake, `
+		client app {
+			key rk-ws-lanes-client-000000001
+			models gpt-4o-mini
+		}
+		upstream fake {UPSTREAM} {
+			key {env.E2E_WS_KEY} {
+				name wslanes
+			}
+		}`)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	client := sdk("rk-ws-lanes-client-000000001")
+	conn, err := client.Responses.Connect(ctx, responses.ResponseConnectionOptions{})
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	defer conn.Abort()
+	lanes := map[string]*responses.ResponseLane{}
+	for _, id := range []string{"lane-a", "lane-b", "lane-refused"} {
+		l, err := conn.Lane(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lanes[id] = l
+	}
+	create := func(lane, model, text string) {
+		t.Helper()
+		err := conn.Create(ctx, responses.ResponsesClientEventResponseCreateParam{
+			Model: model, StreamID: openai.String(lane), Store: openai.Bool(false),
+			Input: responses.ResponsesClientEventResponseCreateInputUnionParam{OfString: openai.String(text)},
+		})
+		if err != nil {
+			t.Fatalf("create on %s: %v", lane, err)
+		}
+	}
+	// finalOf reads a lane until its response ends, or its error.
+	finalOf := func(l *responses.ResponseLane) (typ, text string, tokens int64, err error) {
+		var b strings.Builder
+		for {
+			union, err := l.Recv(ctx)
+			if err != nil {
+				return "", "", 0, err
+			}
+			var ev wsMsg
+			if err := json.Unmarshal([]byte(union.RawJSON()), &ev); err != nil {
+				return "", "", 0, err
+			}
+			switch ev.Type {
+			case "response.output_text.delta":
+				b.WriteString(ev.Delta)
+			case "response.completed", "response.failed", "response.incomplete":
+				if ev.Response == nil || ev.Response.Usage == nil {
+					return ev.Type, b.String(), 0, nil
+				}
+				return ev.Type, b.String(), int64(ev.Response.Usage.TotalTokens), nil
+			case "error":
+				return ev.Type, ev.Error.Message, 0, nil
+			}
+		}
+	}
+	create("lane-a", "gpt-4o-mini", "first lane")
+	create("lane-b", "gpt-4o-mini", "second lane")
+	create("lane-refused", "gpt-4o", "not this model")
+	var tokens int64
+	for lane, want := range map[string]string{"lane-a": "echo: first lane", "lane-b": "echo: second lane"} {
+		typ, text, n, err := finalOf(lanes[lane])
+		if err != nil || typ != "response.completed" || text != want {
+			t.Fatalf("%s: %s %q %v; want response.completed %q", lane, typ, text, err, want)
+		}
+		tokens += n
+	}
+	if typ, msg, _, err := finalOf(lanes["lane-refused"]); err != nil || typ != "error" || !strings.Contains(msg, "gpt-4o") {
+		t.Fatalf("lane-refused: %s %q %v; want the relay's error event", typ, msg, err)
+	}
+	conn.Close()
+	waitFor(t, func() bool { return fake.OpenWebSockets() == 0 }, "the upstream socket to close")
+	k := wsAdminKey(t, "wslanes")
+	if k.Requests != 2 || k.PromptTokens+k.CompletionTokens != tokens {
+		t.Errorf("the key counted %d requests and %d tokens; want 2 and %d", k.Requests, k.PromptTokens+k.CompletionTokens, tokens)
+	}
+	if n := k.Limits.InFlight; n != 0 {
+		t.Errorf("%d reservations still held on the key", n)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"slices"
 	"strconv"
 	"time"
 
@@ -145,9 +146,9 @@ func (s *wsSession) release(r *wsResponse) {
 func (s *wsSession) observe(typ string, msg []byte) {
 	switch typ {
 	case "response.created":
-		s.created(stringMember(responseOf(msg), "id"))
+		s.created(stringMember(responseOf(msg), "id"), stringMember(msg, "stream_id"))
 	case "response.done", "response.completed", "response.incomplete", "response.failed":
-		s.completed(responseOf(msg))
+		s.completed(responseOf(msg), stringMember(msg, "stream_id"))
 	case "error":
 		s.refused(msg)
 	case "rate_limits.updated":
@@ -155,14 +156,11 @@ func (s *wsSession) observe(typ string, msg []byte) {
 	}
 }
 
-func (s *wsSession) created(id string) {
+func (s *wsSession) created(id, lane string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var r *wsResponse
-	if len(s.pending) > 0 {
-		r = s.pending[0]
-		s.pending = s.pending[1:]
-	} else {
+	r := s.takePending(lane)
+	if r == nil {
 		// A response the server made itself (turn detection): it is
 		// charged from now; with no room it is charged in debt.
 		est := s.lastInput + s.rl.DefaultMaxTokens
@@ -179,16 +177,33 @@ func (s *wsSession) created(id string) {
 	s.active[id] = r
 }
 
+// takePending removes and returns the pending response a server event is
+// for: the one whose response.create named lane (a Responses socket's
+// stream_id), else the oldest (responses start in the order asked for).
+// The caller holds s.mu.
+func (s *wsSession) takePending(lane string) *wsResponse {
+	i := 0
+	if lane != "" && !s.realtime {
+		i = slices.IndexFunc(s.pending, func(p *wsResponse) bool { return p.eventID == lane })
+	}
+	if i < 0 || len(s.pending) == 0 {
+		return nil
+	}
+	r := s.pending[i]
+	s.pending = slices.Delete(s.pending, i, i+1)
+	return r
+}
+
 // completed settles a response from the usage of its last event.
-func (s *wsSession) completed(resp []byte) {
+func (s *wsSession) completed(resp []byte, lane string) {
 	id := stringMember(resp, "id")
 	s.mu.Lock()
 	r := s.active[id]
 	delete(s.active, id)
-	if r == nil && len(s.pending) > 0 {
-		// Its response.created never came by: the oldest asked for.
-		r = s.pending[0]
-		s.pending = s.pending[1:]
+	if r == nil {
+		// Its response.created never came by: the one of its lane, or
+		// the oldest asked for.
+		r = s.takePending(lane)
 	}
 	u, ok := usageOf(resp)
 	if ok {
@@ -234,19 +249,24 @@ func (s *wsSession) completed(resp []byte) {
 }
 
 // refused gives back what the client event an error event refuses
-// reserved: the Realtime API names it (error.event_id); a Responses socket
-// runs one response at a time, so it is the oldest asked for. A refusal
-// for the key's rate limit rests the key, as a 429 does.
+// reserved: the Realtime API names it (error.event_id); in a Responses
+// socket it is the response.create of the error's stream_id, or without
+// one the oldest asked for. A refusal for the key's rate limit rests the
+// key, as a 429 does.
 func (s *wsSession) refused(msg []byte) {
-	eventID := errorEventOf(msg)
 	s.mu.Lock()
 	var r *wsResponse
-	for i, p := range s.pending {
-		if (s.realtime && eventID != "" && p.eventID == eventID) || (!s.realtime && i == 0) {
-			r = p
-			s.pending = append(s.pending[:i], s.pending[i+1:]...)
-			break
+	if s.realtime {
+		eventID := errorEventOf(msg)
+		for i, p := range s.pending {
+			if eventID != "" && p.eventID == eventID {
+				r = p
+				s.pending = slices.Delete(s.pending, i, i+1)
+				break
+			}
 		}
+	} else {
+		r = s.takePending(stringMember(msg, "stream_id"))
 	}
 	s.mu.Unlock()
 	if r != nil {

@@ -21,6 +21,10 @@ import (
 type eventHead struct {
 	typ     string
 	eventID string // a client event's event_id
+	// streamID is a Responses socket's response.create stream_id: the
+	// lane whose events (and errors) carry it back, several responses
+	// being in flight on one socket.
+	streamID string
 }
 
 // readEventHead reads an event's type and event_id; ok is false for a
@@ -38,6 +42,8 @@ func readEventHead(msg []byte) (eventHead, bool) {
 			h.typ = jsonStringValue(msg[start:end])
 		case "event_id":
 			h.eventID = jsonStringValue(msg[start:end])
+		case "stream_id":
+			h.streamID = jsonStringValue(msg[start:end])
 		}
 	})
 	return h, valid && h.typ != ""
@@ -111,8 +117,11 @@ func errorEventOf(msg []byte) string {
 
 // wsErrorEvent is the error event the relay sends a client in place of an
 // HTTP answer: the Realtime API's shape ({"type":"error","event_id",
-// "error":{type,code,message,param,event_id}}) or the Responses WebSocket
-// mode's ({"type":"error","status",…,"error":{…}}).
+// "error":{type,code,message,param,event_id}}, clientEventID naming the
+// client event refused) or the Responses WebSocket mode's
+// ({"type":"error","status",…,"error":{…},"stream_id"}, clientEventID being
+// the refused response.create's stream_id, so that the SDK's lane for it
+// gets the error: openai-go ResponsesServerEventResponseWsError.StreamID).
 func wsErrorEvent(realtime bool, aerr *apiError, clientEventID string) []byte {
 	type rtError struct {
 		Type    string  `json:"type"`
@@ -141,10 +150,11 @@ func wsErrorEvent(realtime bool, aerr *apiError, clientEventID string) []byte {
 		return b
 	}
 	b, _ = json.Marshal(struct {
-		Type   string  `json:"type"`
-		Status int     `json:"status"`
-		Error  rtError `json:"error"`
-	}{"error", aerr.Status, e})
+		Type     string  `json:"type"`
+		Status   int     `json:"status"`
+		Error    rtError `json:"error"`
+		StreamID string  `json:"stream_id,omitempty"`
+	}{"error", aerr.Status, e, clientEventID})
 	return b
 }
 

@@ -26,28 +26,29 @@ func (s *wsSession) responsesMessage(msg wsframe.Message, head eventHead, ok boo
 		return s.refuse(&apiError{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: "invalid_value", Param: "type",
 			Message: "Invalid value: '" + truncateForMessage(head.typ) + "'. Supported values are: 'response.create'."}, "")
 	}
+	lane := head.streamID
 	req, aerr := s.responseRequest(msg.Data)
 	if aerr != nil {
-		return s.refuse(aerr, "")
+		return s.refuse(aerr, lane)
 	}
 	var dialled *hold
 	if s.upstream() == nil {
-		h, ev := s.dialResponses(req)
+		h, ev := s.dialResponses(req, lane)
 		if ev != nil {
 			return s.toClient(wsframe.OpText, ev) == nil
 		}
 		dialled = h
 	} else if !s.servesHere(req.api.model) {
-		return s.refuse(errModelNotFound(req.api.model), "")
+		return s.refuse(errModelNotFound(req.api.model), lane)
 	}
 	body, err := req.api.bodyFor(s.key.upstream.upstreamModel(req.api.model), false)
 	if err != nil {
 		dialled.cancel()
-		return s.refuse(errBadRequest("The request could not be prepared for the upstream: "+err.Error(), ""), "")
+		return s.refuse(errBadRequest("The request could not be prepared for the upstream: "+err.Error(), ""), lane)
 	}
-	r, aerr, code := s.planResponse(req, "", req.estimate, req.api.maxOut, dialled)
+	r, aerr, code := s.planResponse(req, lane, req.estimate, req.api.maxOut, dialled)
 	if aerr != nil {
-		s.fail(aerr, "", code)
+		s.fail(aerr, lane, code)
 		return false
 	}
 	s.mu.Lock()
@@ -114,8 +115,9 @@ func (rl *Relay) openResponsesSocket(w http.ResponseWriter, r *http.Request, cli
 // a key is chosen for its model, with room for it, and dialled, with
 // retries on other keys as for a request. The hold the dial took is the
 // first response's (the upstream counts the response, not the socket). A
-// failure is the error event the client gets in its place.
-func (s *wsSession) dialResponses(first *proxyRequest) (*hold, []byte) {
+// failure is the error event the client gets in its place (on lane, the
+// create's stream_id).
+func (s *wsSession) dialResponses(first *proxyRequest, lane string) (*hold, []byte) {
 	pr := s.pr
 	pr.api.model, pr.api.maxOut = first.api.model, first.api.maxOut
 	pr.route, pr.pinned = first.route, first.pinned
@@ -151,5 +153,5 @@ func (s *wsSession) dialResponses(first *proxyRequest) (*hold, []byte) {
 	if status == 0 {
 		status = http.StatusBadGateway
 	}
-	return nil, wsErrorFromAnswer(false, status, bw.body.Bytes(), "")
+	return nil, wsErrorFromAnswer(false, status, bw.body.Bytes(), lane)
 }

@@ -73,7 +73,7 @@ type wsSession struct {
 // the client's budget until its last event settles it.
 type wsResponse struct {
 	h          *hold
-	eventID    string // the event_id of the response.create that asked for it
+	eventID    string // the response.create that asked for it: its event_id (Realtime) or stream_id (Responses)
 	estimate   int64
 	allowance  int64 // the output tokens admitted besides the input: settled at least input + allowance
 	budget     float64

@@ -726,6 +726,10 @@ func (e *sseWriter) event(name string, v any) bool {
 			ws.remember(ev.Response)
 			e.c.recordEvent() // before the last event, which a client may answer by reading the records
 		}
+		if ws.streamID != "" && len(b) > 1 && b[len(b)-1] == '}' {
+			lane, _ := json.Marshal(ws.streamID)
+			b = append(append(append(b[:len(b)-1], `,"stream_id":`...), lane...), '}')
+		}
 		e.ok = ws.send(b)
 		return e.ok
 	}

@@ -143,8 +143,13 @@ type wsConn struct {
 	sent int
 	ok   bool
 
-	clientEventID string          // Realtime: event_id of the client event being answered
-	last          *storedResponse // Responses mode: the connection's most recent response
+	clientEventID string // Realtime: event_id of the client event being answered
+	// streamID is, in Responses mode, the stream_id of the response.create
+	// being answered: every event of its response and its error carry it
+	// (openai-go v3.102 ResponsesServerEventResponseWs*.StreamID: "present
+	// when the originating response.create event supplied a stream_id").
+	streamID string
+	last     *storedResponse // Responses mode: the connection's most recent response
 }
 
 func (w *wsConn) send(b []byte) bool {
@@ -195,7 +200,11 @@ func (w *wsConn) sendError(status int, msg, typ string, param, code *string) {
 		w.sendJSON(map[string]any{"type": "error", "event_id": rtEventID(), "error": e})
 		return
 	}
-	w.sendJSON(map[string]any{"type": "error", "status": status, "error": apiError{Message: msg, Type: typ, Param: param, Code: code}})
+	ev := map[string]any{"type": "error", "status": status, "error": apiError{Message: msg, Type: typ, Param: param, Code: code}}
+	if w.streamID != "" {
+		ev["stream_id"] = w.streamID
+	}
+	w.sendJSON(ev)
 }
 
 func rtEventID() string { return newID("event_", 21) }
@@ -339,15 +348,19 @@ func (c *call) recordEvent() {
 // sends the error event and returns "".
 func (ws *wsConn) clientEvent(typ websocket.MessageType, data []byte) string {
 	var env struct {
-		Type    *string `json:"type"`
-		EventID string  `json:"event_id"`
+		Type     *string `json:"type"`
+		EventID  string  `json:"event_id"`
+		StreamID string  `json:"stream_id"`
 	}
-	ws.clientEventID = ""
+	ws.clientEventID, ws.streamID = "", ""
 	if typ != websocket.MessageText || json.Unmarshal(data, &env) != nil {
 		ws.sendError(http.StatusBadRequest, "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON.)", "invalid_request_error", nil, strp("invalid_json"))
 		return ""
 	}
 	ws.clientEventID = env.EventID
+	if ws.ep != epRealtime {
+		ws.streamID = env.StreamID
+	}
 	if env.Type == nil || *env.Type == "" {
 		ws.sendError(http.StatusBadRequest, "Missing required parameter: 'type'.", "invalid_request_error", strp("type"), strp("missing_required_parameter"))
 		return ""
