@@ -369,3 +369,24 @@ var (
 		Help:      "Payload bytes of the WebSocket data messages relayed, by direction.",
 	}, []string{"direction"})
 )
+
+// wsFlow counts the data messages relayed one way in a session: the
+// session's sums (its placeholders) and the process's metrics, whose series
+// are bound once (a message is counted without a label lookup).
+type wsFlow struct {
+	messages, bytes atomic.Int64
+	metricMessages  prometheus.Counter
+	metricBytes     prometheus.Counter
+}
+
+func newWSFlow(direction string) wsFlow {
+	return wsFlow{metricMessages: wsMessagesTotal.WithLabelValues(direction), metricBytes: wsBytesTotal.WithLabelValues(direction)}
+}
+
+// add counts one message of n payload bytes.
+func (f *wsFlow) add(n int) {
+	f.messages.Add(1)
+	f.bytes.Add(int64(n))
+	f.metricMessages.Inc()
+	f.metricBytes.Add(float64(n))
+}

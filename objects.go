@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/caddyrelay/openairelay/internal/jsonscan"
 )
@@ -817,9 +818,19 @@ func (pr *proxyRequest) rememberDerived(answer []byte, key, owner string, now ti
 // stringMember is a top-level string member of a JSON object, "" if absent
 // or not a string.
 func stringMember(obj []byte, name string) string {
-	raw, ok := member(obj, name)
-	if !ok {
+	raw, _ := member(obj, name)
+	return jsonStringValue(raw)
+}
+
+// jsonStringValue is the string a raw JSON value holds, "" when it is not a
+// string. One without escapes in valid UTF-8 is its bytes; any other is
+// decoded as encoding/json does (invalid UTF-8 becomes U+FFFD).
+func jsonStringValue(raw []byte) string {
+	if len(raw) < 2 || raw[0] != '"' {
 		return ""
+	}
+	if bytes.IndexByte(raw, '\\') < 0 && utf8.Valid(raw) {
+		return string(raw[1 : len(raw)-1])
 	}
 	var s string
 	_ = json.Unmarshal(raw, &s)

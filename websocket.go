@@ -13,6 +13,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
+	"golang.org/x/net/http/httpguts"
 
 	"github.com/caddyrelay/openairelay/internal/wsframe"
 )
@@ -38,18 +39,7 @@ import (
 
 // isWebSocketUpgrade reports whether r asks for a WebSocket (RFC 6455 §4.1).
 func isWebSocketUpgrade(r *http.Request) bool {
-	return headerHasToken(r.Header, "Connection", "upgrade") && headerHasToken(r.Header, "Upgrade", "websocket")
-}
-
-func headerHasToken(h http.Header, name, token string) bool {
-	for _, v := range h[http.CanonicalHeaderKey(name)] {
-		for t := range strings.SplitSeq(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(t), token) {
-				return true
-			}
-		}
-	}
-	return false
+	return httpguts.HeaderValuesContainsToken(r.Header["Connection"], "upgrade") && httpguts.HeaderValuesContainsToken(r.Header["Upgrade"], "websocket")
 }
 
 // subprotocolKeyPrefix marks the subprotocol in which a browser passes its
@@ -236,7 +226,7 @@ func (pr *proxyRequest) upgradeRequest(ctx context.Context, key *poolKey) (*http
 // upstreamSocket checks the upstream's 101 and returns its connection.
 func (pr *proxyRequest) upstreamSocket(resp *http.Response) (io.ReadWriteCloser, bool) {
 	rwc, ok := resp.Body.(io.ReadWriteCloser)
-	if !ok || !headerHasToken(resp.Header, "Upgrade", "websocket") ||
+	if !ok || !httpguts.HeaderValuesContainsToken(resp.Header["Upgrade"], "websocket") ||
 		resp.Header.Get("Sec-Websocket-Accept") != wsframe.AcceptKey(pr.upgrade.upKey) ||
 		resp.Header.Get("Sec-Websocket-Extensions") != "" {
 		resp.Body.Close()

@@ -122,8 +122,7 @@ func (s *wsSession) reserveOnKey(tokens int64) (*hold, *apiError) {
 	case got != nil:
 		return got, nil
 	case key.state.retired():
-		return nil, &apiError{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "upstream_key_retired",
-			Message: "The upstream key of this session was taken out of rotation: open a new session."}
+		return nil, errSessionKeyRetired()
 	case errors.Is(err, limit.ErrQueueFull):
 		return nil, errNoCapacity(time.Second, "the relay's queue is full.")
 	}

@@ -49,20 +49,6 @@ func readEventHead(msg []byte) (eventHead, bool) {
 	return h, valid && h.typ != ""
 }
 
-// jsonStringValue is the string a raw JSON value holds, "" when it is not a
-// string.
-func jsonStringValue(raw []byte) string {
-	if len(raw) < 2 || raw[0] != '"' {
-		return ""
-	}
-	if bytes.IndexByte(raw, '\\') < 0 {
-		return string(raw[1 : len(raw)-1])
-	}
-	var s string
-	_ = json.Unmarshal(raw, &s)
-	return s
-}
-
 // sessionModel is the model a Realtime session.update names
 // (session.model), if any.
 func sessionModel(msg []byte) (string, bool) {

@@ -65,8 +65,8 @@ type wsSession struct {
 	clientCloseSent atomic.Bool
 	upCloseSent     atomic.Bool
 
-	framesUp, framesDown, bytesUp, bytesDown atomic.Int64
-	tokensIn, tokensOut, responses           atomic.Int64
+	flowUp, flowDown               wsFlow // client → upstream, upstream → client
+	tokensIn, tokensOut, responses atomic.Int64
 }
 
 // wsResponse is one response of a session: what it holds on the key and
@@ -96,6 +96,7 @@ func (rl *Relay) newSession(pr *proxyRequest, conn net.Conn, brw *bufio.ReadWrit
 		client: conn, cr: wsframe.NewReader(brw.Reader, true, conf.MaxMessageSize), cw: brw.Writer,
 		upReady: make(chan struct{}), done: make(chan struct{}),
 		active: make(map[string]*wsResponse),
+		flowUp: newWSFlow("up"), flowDown: newWSFlow("down"),
 	}
 	s.touch()
 	return s
@@ -193,10 +194,10 @@ func (s *wsSession) end() {
 	repl.Set(phPromptTokens, strconv.FormatInt(s.tokensIn.Load(), 10))
 	repl.Set(phCompletionTokens, strconv.FormatInt(s.tokensOut.Load(), 10))
 	repl.Set(phWSResponses, strconv.FormatInt(s.responses.Load(), 10))
-	repl.Set(phWSMessagesUp, strconv.FormatInt(s.framesUp.Load(), 10))
-	repl.Set(phWSMessagesDown, strconv.FormatInt(s.framesDown.Load(), 10))
-	repl.Set(phWSBytesUp, strconv.FormatInt(s.bytesUp.Load(), 10))
-	repl.Set(phWSBytesDown, strconv.FormatInt(s.bytesDown.Load(), 10))
+	repl.Set(phWSMessagesUp, strconv.FormatInt(s.flowUp.messages.Load(), 10))
+	repl.Set(phWSMessagesDown, strconv.FormatInt(s.flowDown.messages.Load(), 10))
+	repl.Set(phWSBytesUp, strconv.FormatInt(s.flowUp.bytes.Load(), 10))
+	repl.Set(phWSBytesDown, strconv.FormatInt(s.flowDown.bytes.Load(), 10))
 	repl.Set(phWSDurationMS, strconv.FormatInt(time.Since(s.opened).Milliseconds(), 10))
 }
 
@@ -322,10 +323,7 @@ func (s *wsSession) fromClient() {
 		if s.upCloseSent.Load() {
 			continue // the upstream was told the session ends
 		}
-		s.framesUp.Add(1)
-		s.bytesUp.Add(int64(len(msg.Data)))
-		wsMessagesTotal.WithLabelValues("up").Inc()
-		wsBytesTotal.WithLabelValues("up").Add(float64(len(msg.Data)))
+		s.flowUp.add(len(msg.Data))
 		if !s.clientMessage(msg) {
 			return
 		}
@@ -444,10 +442,7 @@ func (s *wsSession) fromUpstream() {
 				}
 			}
 		}
-		s.framesDown.Add(1)
-		s.bytesDown.Add(int64(len(data)))
-		wsMessagesTotal.WithLabelValues("down").Inc()
-		wsBytesTotal.WithLabelValues("down").Add(float64(len(data)))
+		s.flowDown.add(len(data))
 		if err := s.toClient(msg.Op, data); err != nil {
 			s.shutdown(wsframe.CloseGoingAway, "openai_relay: the client went away", true)
 			return

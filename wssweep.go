@@ -69,17 +69,25 @@ func (rl *Relay) sweepSessions(ctx context.Context) {
 }
 
 func (s *wsSession) sweep(now time.Time) {
+	if s.closing.Load() {
+		return // closing already: its close frames went out once
+	}
 	switch {
 	case now.Sub(s.opened) >= time.Duration(s.conf.MaxDuration):
 		s.shutdown(wsframe.CloseNormal, "openai_relay: the session reached its maximum duration", false)
 	case now.UnixNano()-s.lastSeen.Load() >= int64(s.conf.IdleTimeout):
 		s.shutdown(wsframe.CloseNormal, "openai_relay: the session was idle too long", false)
 	case s.upstream() != nil && s.key.state.retired():
-		_ = s.toClient(wsframe.OpText, wsErrorEvent(s.realtime, &apiError{Status: http.StatusServiceUnavailable,
-			Type: "server_error", Code: "upstream_key_retired",
-			Message: "The upstream key of this session was taken out of rotation: open a new session."}, ""))
+		_ = s.toClient(wsframe.OpText, wsErrorEvent(s.realtime, errSessionKeyRetired(), ""))
 		s.shutdown(wsframe.CloseTryAgainLater, "openai_relay: the session's upstream key was retired", false)
 	}
+}
+
+// errSessionKeyRetired tells a session's client that its key was taken out
+// of rotation.
+func errSessionKeyRetired() *apiError {
+	return &apiError{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "upstream_key_retired",
+		Message: "The upstream key of this session was taken out of rotation: open a new session."}
 }
 
 // sessionRoom reports whether key may take another session

@@ -91,24 +91,14 @@ import (
 	"unicode/utf8"
 
 	"github.com/coder/websocket"
+	"golang.org/x/net/http/httpguts"
 )
 
 const msgNeedUpgrade = "This endpoint requires a WebSocket connection (Upgrade: websocket)."
 
 // isWebSocketUpgrade reports whether r asks for a WebSocket (RFC 6455 §4.1).
 func isWebSocketUpgrade(r *http.Request) bool {
-	return headerHasToken(r.Header, "Connection", "upgrade") && headerHasToken(r.Header, "Upgrade", "websocket")
-}
-
-func headerHasToken(h http.Header, name, token string) bool {
-	for _, v := range h.Values(name) {
-		for _, t := range strings.Split(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(t), token) {
-				return true
-			}
-		}
-	}
-	return false
+	return httpguts.HeaderValuesContainsToken(r.Header["Connection"], "upgrade") && httpguts.HeaderValuesContainsToken(r.Header["Upgrade"], "websocket")
 }
 
 const subprotoKeyPrefix = "openai-insecure-api-key."
@@ -127,10 +117,10 @@ func subprotocolKey(r *http.Request) string {
 
 // realtimeBeta: the client asked for the beta Realtime protocol.
 func realtimeBeta(r *http.Request) bool {
-	if headerHasToken(r.Header, "Openai-Beta", "realtime=v1") {
+	if httpguts.HeaderValuesContainsToken(r.Header["Openai-Beta"], "realtime=v1") {
 		return true
 	}
-	return headerHasToken(r.Header, "Sec-Websocket-Protocol", "openai-beta.realtime-v1")
+	return httpguts.HeaderValuesContainsToken(r.Header["Sec-Websocket-Protocol"], "openai-beta.realtime-v1")
 }
 
 // wsConn is the server side of one WebSocket session.
