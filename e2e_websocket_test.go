@@ -474,6 +474,9 @@ func TestE2EWebSocketKeyRetiredAndClientGone(t *testing.T) {
 	if len(errs) != 1 || errs[0].Error == nil || errs[0].Error.Code != "upstream_key_retired" {
 		t.Fatalf("error events %+v", errs)
 	}
+	// The session ends once both sides are closed, after the client read
+	// its close frame; its slot goes back before it stops counting.
+	waitFor(t, func() bool { return adminKeySessions(t, "wsretire") == 0 }, "the relay's session to end")
 	if k := wsAdminKey(t, "wsretire"); k.Limits.InFlight != 0 {
 		t.Errorf("%d in flight after the sessions ended", k.Limits.InFlight)
 	}

@@ -36,6 +36,10 @@ type wsSession struct {
 	cr     *wsframe.Reader
 	cwMu   sync.Mutex // the client's writer: both loops and the sweeper write
 	cw     *bufio.Writer
+	// cwDone is set under cwMu when the session ends: the connection is
+	// the HTTP server's again (its access log reads what was written), and
+	// a late write (the sweeper's) is dropped.
+	cwDone bool
 
 	// up, ur and uw are the upstream's connection; set once, by attach
 	// (for a Responses socket, when its first response.create is sent).
@@ -184,12 +188,15 @@ func (s *wsSession) end() {
 		s.release(r)
 		r.h.settle(r.estimate)
 	}
+	s.sessionHold.settle(0)
 	if up := s.upstream(); up != nil {
 		s.key.state.sessions.Add(-1)
 		up.Close()
 	}
+	s.cwMu.Lock()
+	s.cwDone = true
+	s.cwMu.Unlock()
 	s.client.Close()
-	s.sessionHold.settle(0)
 	repl := s.pr.repl
 	repl.Set(phPromptTokens, strconv.FormatInt(s.tokensIn.Load(), 10))
 	repl.Set(phCompletionTokens, strconv.FormatInt(s.tokensOut.Load(), 10))
@@ -205,6 +212,9 @@ func (s *wsSession) end() {
 func (s *wsSession) toClient(op wsframe.Opcode, p []byte) error {
 	s.cwMu.Lock()
 	defer s.cwMu.Unlock()
+	if s.cwDone {
+		return net.ErrClosed
+	}
 	if err := wsframe.WriteFrame(s.cw, op, p, nil); err != nil {
 		return err
 	}

@@ -202,7 +202,12 @@ func TestRealtimeOpen(t *testing.T) {
 			if conn.Subprotocol() != tc.proto {
 				t.Fatalf("subprotocol %q, want %q", conn.Subprotocol(), tc.proto)
 			}
+			// The upgrade is recorded once the 101 is written: the client
+			// may read its 101 first.
 			recs := s.Records()
+			for deadline := time.Now().Add(2 * time.Second); len(recs) == 0 && time.Now().Before(deadline); recs = s.Records() {
+				time.Sleep(5 * time.Millisecond)
+			}
 			if len(recs) != 1 || recs[0].Status != 101 || recs[0].Key != testKey || recs[0].Event != "" || !recs[0].Stream {
 				t.Fatalf("records %+v", recs)
 			}
